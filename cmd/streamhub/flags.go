@@ -1,0 +1,160 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/streamhub/streamhub/streaming"
+)
+
+// options is everything the command line configures.
+type options struct {
+	grpcAddr           string
+	adminAddr          string
+	stream             streaming.Config
+	maxMessageSize     byteSize
+	maxPendingBytes    byteSize
+	rateLimit          float64
+	rateBurst          int
+	drainTimeout       time.Duration
+	logFormat          string
+	metricsLogInterval time.Duration
+}
+
+// parseOptions reads the flags in args, falling back to STREAMHUB_<NAME>
+// environment variables for the flags not given, then to the defaults.
+func parseOptions(args []string, getenv func(string) string) (*options, error) {
+	def := streaming.DefaultConfig()
+	o := &options{maxMessageSize: byteSize(def.MaxMessageSize), maxPendingBytes: byteSize(def.MaxPendingBytes)}
+	c := &o.stream
+	fs := flag.NewFlagSet("streamhub", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: streamhub [flags]\n\nStreamHub serves the StreamData gRPC stream. "+
+			"Every flag can also be set with the environment variable STREAMHUB_<NAME> (upper case, - as _); the flag wins.\n\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.grpcAddr, "grpc-addr", ":50051", "gRPC listen address")
+	fs.StringVar(&o.adminAddr, "admin-addr", ":8081", "HTTP admin address (/livez, /readyz, /debug/...); empty disables it")
+	fs.IntVar(&c.MaxConnections, "max-connections", def.MaxConnections, "concurrent streams")
+	fs.Var(&o.maxMessageSize, "max-message-size", "largest message either way (bytes, or with a KiB/MiB suffix)")
+	fs.IntVar(&c.QueueSize, "queue-size", def.QueueSize, "outbound messages queued per connection")
+	fs.DurationVar(&c.SendTimeout, "send-timeout", def.SendTimeout, "longest a single send may block")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", def.HeartbeatInterval, "server heartbeat when otherwise idle")
+	fs.DurationVar(&c.MaxInactivity, "max-inactivity", def.MaxInactivity, "client silence before a health probe")
+	fs.DurationVar(&c.ProbeTimeout, "probe-timeout", def.ProbeTimeout, "time to answer the probe")
+	fs.Float64Var(&o.rateLimit, "rate-limit", 1000, "inbound messages per second per stream; 0 disables")
+	fs.IntVar(&o.rateBurst, "rate-burst", 100, "inbound burst per stream")
+	fs.IntVar(&c.HistorySize, "history-size", def.HistorySize, "messages kept per session")
+	fs.DurationVar(&c.HistoryTTL, "history-ttl", def.HistoryTTL, "age after which a message leaves history")
+	fs.DurationVar(&c.SessionTTL, "session-ttl", def.SessionTTL, "how long a membership outlives its connection")
+	fs.IntVar(&c.MaxSessionsPerConnection, "max-sessions-per-connection", def.MaxSessionsPerConnection, "sessions one client may be a member of")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "graceful shutdown budget")
+	fs.Var(&o.maxPendingBytes, "max-pending-bytes", "outbound bytes queued per connection before it counts as a slow consumer")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, terminal or auto")
+	fs.BoolVar(&c.Debug, "debug", false, "debug logs, including control messages (never data payloads)")
+	fs.DurationVar(&o.metricsLogInterval, "metrics-log-interval", 60*time.Second, "periodic summary log line; 0 disables")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return nil, err
+	}
+	c.MaxMessageSize = int(o.maxMessageSize)
+	c.MaxPendingBytes = int(o.maxPendingBytes)
+	return o, o.validate()
+}
+
+// applyEnv sets each flag not given on the command line from its
+// environment variable.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		name := "STREAMHUB_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookup(getenv, name); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, e)
+			}
+		}
+	})
+	return err
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	v := getenv(name)
+	return v, v != ""
+}
+
+func (o *options) validate() error {
+	c := o.stream
+	for _, v := range []struct {
+		name string
+		ok   bool
+	}{
+		{"max-connections", c.MaxConnections > 0},
+		{"max-message-size", c.MaxMessageSize > 0},
+		{"queue-size", c.QueueSize > 0},
+		{"send-timeout", c.SendTimeout > 0},
+		{"heartbeat-interval", c.HeartbeatInterval > 0},
+		{"max-inactivity", c.MaxInactivity > 0},
+		{"probe-timeout", c.ProbeTimeout > 0},
+		{"rate-limit", o.rateLimit >= 0},
+		{"rate-burst", o.rateBurst > 0 || o.rateLimit == 0},
+		{"history-size", c.HistorySize > 0},
+		{"history-ttl", c.HistoryTTL > 0},
+		{"session-ttl", c.SessionTTL > 0},
+		{"max-sessions-per-connection", c.MaxSessionsPerConnection > 0},
+		{"drain-timeout", o.drainTimeout > 0},
+		{"max-pending-bytes", c.MaxPendingBytes > 0},
+		{"metrics-log-interval", o.metricsLogInterval >= 0},
+	} {
+		if !v.ok {
+			return fmt.Errorf("--%s must be positive", v.name)
+		}
+	}
+	switch o.logFormat {
+	case "auto", "json", "text", "terminal":
+	default:
+		return fmt.Errorf("--log-format must be json, text, terminal or auto, not %q", o.logFormat)
+	}
+	return nil
+}
+
+// byteSize is a flag of a number of bytes, with an optional KiB, MiB or GiB
+// suffix.
+type byteSize int
+
+func (b *byteSize) String() string { return strconv.Itoa(int(*b)) }
+
+func (b *byteSize) Set(s string) error {
+	mult := 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("not a positive size: %q", s)
+	}
+	*b = byteSize(n * mult)
+	return nil
+}

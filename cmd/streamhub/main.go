@@ -1,0 +1,61 @@
+// Command streamhub is the StreamHub server.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"goa.design/clue/log"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	o, err := parseOptions(args, os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "streamhub:", err)
+		return 2
+	}
+	ctx := logContext(o)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	s, err := newServer(ctx, o)
+	if err != nil {
+		log.Error(ctx, err, log.KV{K: "msg", V: "cannot start"})
+		return 1
+	}
+	if err := s.serve(ctx); err != nil {
+		log.Error(ctx, err, log.KV{K: "msg", V: "server failed"})
+		return 1
+	}
+	return 0
+}
+
+func logContext(o *options) context.Context {
+	format := log.FormatJSON
+	switch o.logFormat {
+	case "text":
+		format = log.FormatText
+	case "terminal":
+		format = log.FormatTerminal
+	case "auto":
+		if log.IsTerminal() {
+			format = log.FormatTerminal
+		}
+	}
+	opts := []log.LogOption{log.WithFormat(format)}
+	if o.stream.Debug {
+		opts = append(opts, log.WithDebug())
+	}
+	return log.Context(context.Background(), opts...)
+}

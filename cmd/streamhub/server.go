@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	streampb "github.com/streamhub/streamhub/gen/grpc/stream_service/pb"
+	streamsvr "github.com/streamhub/streamhub/gen/grpc/stream_service/server"
+	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
+	"github.com/streamhub/streamhub/streaming"
+	"goa.design/clue/debug"
+	"goa.design/clue/health"
+	"goa.design/clue/log"
+	"google.golang.org/grpc"
+	grpchealth "google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// grpcServiceName is the service name the gRPC health service reports on,
+// besides the server as a whole ("").
+const grpcServiceName = "stream_service.StreamService"
+
+// server is a running StreamHub: the gRPC server, the streaming service
+// behind it and the admin HTTP server.
+type server struct {
+	opts     *options
+	svc      *streaming.Service
+	grpc     *grpc.Server
+	health   *grpchealth.Server
+	admin    *http.Server
+	grpcLis  net.Listener
+	adminLis net.Listener // nil when the admin server is disabled
+	draining atomic.Bool
+}
+
+// newServer listens on the configured addresses and wires everything; serve
+// starts serving.
+func newServer(ctx context.Context, o *options) (*server, error) {
+	s := &server{opts: o}
+	var err error
+	if s.grpcLis, err = net.Listen("tcp", o.grpcAddr); err != nil {
+		return nil, fmt.Errorf("gRPC listener: %w", err)
+	}
+	if o.adminAddr != "" {
+		if s.adminLis, err = net.Listen("tcp", o.adminAddr); err != nil {
+			s.grpcLis.Close()
+			return nil, fmt.Errorf("admin listener: %w", err)
+		}
+	}
+
+	s.svc = streaming.New(o.stream)
+	s.grpc = grpc.NewServer(s.grpcOptions(ctx)...)
+	streampb.RegisterStreamServiceServer(s.grpc, streamsvr.New(streamsvc.NewEndpoints(s.svc), nil))
+	s.health = grpchealth.NewServer()
+	s.health.SetServingStatus(grpcServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+
+	if s.adminLis != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/livez", health.Handler(health.NewChecker()))
+		mux.Handle("/readyz", health.Handler(health.NewChecker(readiness{s})))
+		debug.MountPprofHandlers(mux)
+		debug.MountDebugLogEnabler(mux)
+		s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+	return s, nil
+}
+
+func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
+	c := s.svc.Config()
+	return []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    30 * time.Second, // ping a client after this much silence
+			Timeout: 10 * time.Second, // and drop the connection if the ping is not answered
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             20 * time.Second, // the CLI pings every 30s
+			PermitWithoutStream: true,
+		}),
+		grpc.MaxConcurrentStreams(uint32(c.MaxConnections)),
+		grpc.MaxRecvMsgSize(c.MaxMessageSize),
+		grpc.MaxSendMsgSize(c.MaxMessageSize),
+		grpc.ChainStreamInterceptor(
+			log.StreamServerInterceptor(ctx, log.WithDisableCallLogging()),
+			debug.StreamServerInterceptor(),
+		),
+	}
+}
+
+// readiness is the /readyz check: ready until the drain starts.
+type readiness struct{ s *server }
+
+func (readiness) Name() string { return "streamhub" }
+
+func (r readiness) Ping(context.Context) error {
+	if r.s.draining.Load() {
+		return errors.New("draining")
+	}
+	return nil
+}
+
+// grpcAddr and adminAddr are the addresses actually listened on.
+func (s *server) grpcAddr() string { return s.grpcLis.Addr().String() }
+
+func (s *server) adminAddr() string {
+	if s.adminLis == nil {
+		return ""
+	}
+	return s.adminLis.Addr().String()
+}
+
+// serve serves until ctx ends or a server fails, then drains and stops.
+// It returns once nothing of the server runs any more.
+func (s *server) serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := s.grpc.Serve(s.grpcLis); err != nil {
+			errc <- fmt.Errorf("gRPC server: %w", err)
+		}
+	}()
+	if s.admin != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.admin.Serve(s.adminLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin server: %w", err)
+			}
+		}()
+	}
+	log.Print(ctx, log.KV{K: "msg", V: "serving"}, log.KV{K: "grpc", V: s.grpcAddr()}, log.KV{K: "admin", V: s.adminAddr()})
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.shutdown(context.WithoutCancel(ctx))
+	wg.Wait()
+	return err
+}
+
+// shutdown drains as SPEC §4 says: not ready, no new streams, goaway to
+// every client, queued messages flushed within the drain timeout.
+func (s *server) shutdown(ctx context.Context) {
+	log.Print(ctx, log.KV{K: "msg", V: "draining"}, log.KV{K: "timeout", V: s.opts.drainTimeout.String()})
+	s.draining.Store(true)
+	s.health.Shutdown()
+	drainCtx, cancel := context.WithTimeout(ctx, s.opts.drainTimeout)
+	defer cancel()
+	if err := s.svc.Shutdown(drainCtx); err != nil {
+		log.Print(ctx, log.KV{K: "msg", V: "drain timed out; remaining streams ended"})
+	}
+	// Every stream has ended; what remains are health and reflection calls.
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-drainCtx.Done():
+		s.grpc.Stop()
+		<-stopped
+	}
+	if s.admin != nil {
+		_ = s.admin.Shutdown(drainCtx) // it only serves short requests
+	}
+	log.Print(ctx, log.KV{K: "msg", V: "stopped"})
+}

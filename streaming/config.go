@@ -1,0 +1,83 @@
+package streaming
+
+import "time"
+
+// Config holds every setting of the streaming service. A zero field means
+// "use the default"; New applies the defaults once.
+type Config struct {
+	// MaxConnections is the number of concurrent streams. Default 5000.
+	MaxConnections int
+	// MaxMessageSize is the largest message in either direction, in bytes.
+	// The gRPC server enforces it; the service uses it to size nothing but
+	// keeps it for reference. Default 5 MiB.
+	MaxMessageSize int
+	// QueueSize is the number of outbound messages queued per connection
+	// before the client counts as a slow consumer. Default 512.
+	QueueSize int
+	// MaxPendingBytes is the number of outbound payload bytes queued per
+	// connection before the client counts as a slow consumer. Default 8 MiB.
+	MaxPendingBytes int
+	// SendTimeout is the longest a single send may block before the client
+	// counts as a slow consumer. Default 15s.
+	SendTimeout time.Duration
+	// HeartbeatInterval is how long a stream may go without the server
+	// sending anything before it sends a heartbeat. Default 20s.
+	HeartbeatInterval time.Duration
+	// MaxInactivity is how long a client may stay silent before the server
+	// probes it with a health_check. Default 2m.
+	MaxInactivity time.Duration
+	// ProbeTimeout is how long a probed client has to send anything.
+	// Default 10s.
+	ProbeTimeout time.Duration
+	// HistorySize is the number of messages each session keeps. Default 1000.
+	HistorySize int
+	// HistoryTTL is the age after which a message leaves history. Default 10m.
+	HistoryTTL time.Duration
+	// SessionTTL is how long a membership outlives its connection. Default 5m.
+	SessionTTL time.Duration
+	// MaxSessionsPerConnection is the number of sessions one client may be a
+	// member of. Default 100.
+	MaxSessionsPerConnection int
+	// MaxStreamAge, when positive, ends streams older than this with a
+	// goaway so that clients reconnect and spread over servers. Default off.
+	MaxStreamAge time.Duration
+	// Debug logs the content of control messages (never data payloads).
+	Debug bool
+}
+
+// DefaultConfig returns the configuration a developer on one machine needs.
+func DefaultConfig() Config {
+	return Config{}.withDefaults()
+}
+
+func (c Config) withDefaults() Config {
+	setDefault(&c.MaxConnections, 5000)
+	setDefault(&c.MaxMessageSize, 5<<20)
+	setDefault(&c.QueueSize, 512)
+	setDefault(&c.MaxPendingBytes, 8<<20)
+	setDefault(&c.SendTimeout, 15*time.Second)
+	setDefault(&c.HeartbeatInterval, 20*time.Second)
+	setDefault(&c.MaxInactivity, 2*time.Minute)
+	setDefault(&c.ProbeTimeout, 10*time.Second)
+	setDefault(&c.HistorySize, 1000)
+	setDefault(&c.HistoryTTL, 10*time.Minute)
+	setDefault(&c.SessionTTL, 5*time.Minute)
+	setDefault(&c.MaxSessionsPerConnection, 100)
+	return c
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// tick is the period of the service's housekeeping loop: fine enough to
+// honour the shortest timing setting within a quarter of it.
+func (c Config) tick() time.Duration {
+	d := min(c.SendTimeout, c.HeartbeatInterval, c.MaxInactivity, c.ProbeTimeout, c.SessionTTL, c.HistoryTTL) / 4
+	if c.MaxStreamAge > 0 {
+		d = min(d, c.MaxStreamAge/4)
+	}
+	return max(min(d, time.Second), 5*time.Millisecond)
+}

@@ -1,0 +1,62 @@
+package streaming
+
+import "time"
+
+// housekeeping is the housekeeper's view of one connection.
+type housekeeping struct {
+	recv    uint64    // received count at the last change
+	recvAt  time.Time // when the client was last heard from
+	probeAt time.Time // when a health probe was sent; zero if none is out
+	send    uint64    // send counter at the last change
+	sendAt  time.Time // when the sender last started or finished a send
+}
+
+// housekeep runs the service's periodic work in one goroutine: heartbeats,
+// health probes, the send timeout, history expiry and membership expiry.
+func (s *Service) housekeep() {
+	defer s.wg.Done()
+	tick := time.NewTicker(s.cfg.tick())
+	defer tick.Stop()
+	var conns []*conn
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-tick.C:
+			conns = s.pool.conns(conns[:0])
+			for _, c := range conns {
+				s.check(c, now)
+			}
+			clear(conns)
+			s.sessions.sweep(now.Add(-s.cfg.HistoryTTL))
+			s.pool.expire(now.Add(-s.cfg.SessionTTL))
+		}
+	}
+}
+
+// check looks at one connection's activity since the last tick.
+func (s *Service) check(c *conn, now time.Time) {
+	h := &c.hk
+	if n := c.received.Load(); n != h.recv {
+		h.recv, h.recvAt, h.probeAt = n, now, time.Time{}
+	}
+	switch {
+	case h.probeAt.IsZero() && now.Sub(h.recvAt) >= s.cfg.MaxInactivity:
+		h.probeAt = now
+		c.push(outItem{msg: stamped(typeHealthCheck, now)})
+	case !h.probeAt.IsZero() && now.Sub(h.probeAt) >= s.cfg.ProbeTimeout:
+		c.close(reasonInactive, nil)
+	}
+
+	n := c.sends.Load()
+	switch {
+	case n != h.send:
+		h.send, h.sendAt = n, now
+	case n%2 == 1 && now.Sub(h.sendAt) >= s.cfg.SendTimeout:
+		c.close(reasonSlowConsumer, nil)
+		c.kill()
+	case n%2 == 0 && now.Sub(h.sendAt) >= s.cfg.HeartbeatInterval:
+		h.sendAt = now
+		c.push(outItem{msg: stamped(typeHeartbeat, now)})
+	}
+}
