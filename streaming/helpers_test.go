@@ -31,7 +31,7 @@ type testServer struct {
 }
 
 // startServer serves cfg on a loopback port until the test ends.
-func startServer(t *testing.T, cfg Config, opts ...grpc.ServerOption) *testServer {
+func startServer(t testing.TB, cfg Config, opts ...grpc.ServerOption) *testServer {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -57,7 +57,7 @@ func startServer(t *testing.T, cfg Config, opts ...grpc.ServerOption) *testServe
 }
 
 // dial returns a client connection to the server, closed when the test ends.
-func (ts *testServer) dial(t *testing.T) *grpc.ClientConn {
+func (ts *testServer) dial(t testing.TB) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"time"
-
 )
 
 // memoryHistory keeps the last size messages of a session in a ring that
@@ -12,12 +11,11 @@ import (
 type memoryHistory struct {
 	epoch string
 	size  int
-	last  uint64         // seq of the newest message ever appended
+	last  uint64   // seq of the newest message ever appended
 	ring  []*Entry // len(ring) <= size
-	head  int            // index of the oldest entry held
-	n     int            // entries held
+	head  int      // index of the oldest entry held
+	n     int      // entries held
 }
-
 
 var _ History = (*memoryHistory)(nil)
 
