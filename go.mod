@@ -13,6 +13,7 @@ require (
 	go.uber.org/goleak v1.3.0
 	goa.design/clue v1.2.5
 	goa.design/goa/v3 v3.25.3
+	golang.org/x/time v0.16.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )

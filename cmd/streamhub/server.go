@@ -13,10 +13,12 @@ import (
 	streampb "github.com/streamhub/streamhub/gen/grpc/stream_service/pb"
 	streamsvr "github.com/streamhub/streamhub/gen/grpc/stream_service/server"
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
+	"github.com/streamhub/streamhub/interceptors"
 	"github.com/streamhub/streamhub/streaming"
 	"goa.design/clue/debug"
 	"goa.design/clue/health"
 	"goa.design/clue/log"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -92,6 +94,11 @@ func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
 		grpc.ChainStreamInterceptor(
 			log.StreamServerInterceptor(ctx, log.WithDisableCallLogging()),
 			debug.StreamServerInterceptor(),
+			interceptors.FlowControl{
+				Method: streampb.StreamService_StreamData_FullMethodName,
+				Limit:  rate.Limit(s.opts.rateLimit),
+				Burst:  s.opts.rateBurst,
+			}.Stream(),
 		),
 	}
 }

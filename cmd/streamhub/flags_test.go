@@ -1,0 +1,61 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(*options) bool
+		err   string
+	}{
+		{name: "defaults", check: func(o *options) bool {
+			c := o.stream
+			return o.grpcAddr == ":50051" && o.adminAddr == ":8081" && c.MaxConnections == 5000 &&
+				c.MaxMessageSize == 5<<20 && c.QueueSize == 512 && c.SendTimeout == 15*time.Second &&
+				c.HeartbeatInterval == 20*time.Second && c.MaxInactivity == 2*time.Minute &&
+				c.ProbeTimeout == 10*time.Second && o.rateLimit == 1000 && o.rateBurst == 100 &&
+				c.HistorySize == 1000 && c.HistoryTTL == 10*time.Minute && c.SessionTTL == 5*time.Minute &&
+				c.MaxSessionsPerConnection == 100 && o.drainTimeout == 10*time.Second &&
+				c.MaxPendingBytes == 8<<20 && o.logFormat == "auto" && !c.Debug && o.metricsLogInterval == time.Minute
+		}},
+		{name: "flags", args: []string{"--grpc-addr", "127.0.0.1:1", "--queue-size=7", "--max-message-size", "64KiB", "--debug"},
+			check: func(o *options) bool {
+				return o.grpcAddr == "127.0.0.1:1" && o.stream.QueueSize == 7 && o.stream.MaxMessageSize == 64<<10 && o.stream.Debug
+			}},
+		{name: "environment", env: map[string]string{"STREAMHUB_QUEUE_SIZE": "9", "STREAMHUB_ADMIN_ADDR": ":9", "STREAMHUB_SEND_TIMEOUT": "3s"},
+			check: func(o *options) bool {
+				return o.stream.QueueSize == 9 && o.adminAddr == ":9" && o.stream.SendTimeout == 3*time.Second
+			}},
+		{name: "flag wins over environment", args: []string{"--queue-size", "7"}, env: map[string]string{"STREAMHUB_QUEUE_SIZE": "9"},
+			check: func(o *options) bool { return o.stream.QueueSize == 7 }},
+		{name: "rate limit off", args: []string{"--rate-limit", "0"}, check: func(o *options) bool { return o.rateLimit == 0 }},
+		{name: "bad number", args: []string{"--queue-size", "many"}, err: "queue-size"},
+		{name: "zero", args: []string{"--queue-size", "0"}, err: "--queue-size must be positive"},
+		{name: "bad environment", env: map[string]string{"STREAMHUB_HISTORY_TTL": "soon"}, err: "STREAMHUB_HISTORY_TTL"},
+		{name: "bad size", args: []string{"--max-pending-bytes", "lots"}, err: "not a positive size"},
+		{name: "bad log format", args: []string{"--log-format", "xml"}, err: "--log-format"},
+		{name: "stray argument", args: []string{"serve"}, err: "unexpected arguments"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseOptions(tc.args, func(k string) string { return tc.env[k] })
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(o) {
+				t.Fatalf("options not as expected: %+v", o)
+			}
+		})
+	}
+}
