@@ -95,9 +95,7 @@ func TestOversizeMessageEndsStream(t *testing.T) {
 	if m := other.expect(typeData, ""); string(m.Data) != "small" {
 		t.Fatalf("got %s", describe(m))
 	}
-	if ts.metrics.disconnected("resource_exhausted") != 1 {
-		t.Fatal("oversize disconnect not counted")
-	}
+	eventually(t, "oversize disconnect counted", func() bool { return ts.metrics.disconnected("resource_exhausted") == 1 })
 }
 
 func TestShutdownSendsGoawayFlushesAndEnds(t *testing.T) {
