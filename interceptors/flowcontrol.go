@@ -60,4 +60,3 @@ func (s *rateLimitedStream) RecvMsg(m any) error {
 	}
 	return s.ServerStream.RecvMsg(m)
 }
-

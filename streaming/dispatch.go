@@ -146,7 +146,7 @@ func (c *conn) joinLocked(msg *streamsvc.DataMessage, implicit bool) *member {
 		m.state = stateLive
 		m.sent.Store(last)
 		reply := control(&actJoined, s.name)
-		reply.Seq, reply.Epoch = &last, s.epoch
+		reply.Seq, reply.Epoch, reply.Recovered = &last, s.epoch, ptr(true) // nothing was asked for, nothing is missing
 		c.push(outItem{msg: reply})
 		return m
 	}

@@ -12,7 +12,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+// TestMain fails the package if any goroutine outlives the tests: the
+// driver's, the gRPC client's, or the end-to-end servers'.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // runCLI runs the CLI with args after the program name and no input.
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
