@@ -94,8 +94,11 @@ var _ = Service("stream_service", func() {
 		Payload(func() {
 			Attribute("client_id", String, "The client's chosen identity (development mode).", func() {
 				identifier()
+				Example("alice")
 			})
-			Token("token", String, "Bearer JWT (JWT mode).")
+			Token("token", String, "Bearer JWT (JWT mode).", func() {
+				Example("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl")
+			})
 		})
 		StreamingPayload(DataMessage)
 		StreamingResult(DataMessage)

@@ -166,7 +166,7 @@ func (c *conn) exit() {
 	c.svc.pool.unregister(c)
 	r := reasons[c.reason]
 	c.svc.metrics.StreamClosed(r.label, now.Sub(c.opened))
-	log.Info(c.ctx, log.KV{K: "msg", V: "stream ended"},
+	log.Print(c.ctx, log.KV{K: "msg", V: "stream ended"},
 		log.KV{K: "client", V: c.id}, log.KV{K: "peer", V: c.peer},
 		log.KV{K: "reason", V: c.reason.String()}, log.KV{K: "duration", V: now.Sub(c.opened).String()},
 		log.KV{K: "received", V: c.received.Load()}, log.KV{K: "received_bytes", V: c.receivedBytes.Load()},

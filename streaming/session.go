@@ -86,12 +86,19 @@ func (s *session) publish(from *conn, msg *streamsvc.DataMessage, now time.Time)
 		}
 		return e
 	})
+	s.deliverLocked(e)
+	return e
+}
+
+// deliverLocked queues e for every live member. It is separate from
+// publish so that a distributed History can deliver the entries other
+// instances appended. Called with s.mu held.
+func (s *session) deliverLocked(e *Entry) {
 	for _, m := range s.members {
 		if m.state == stateLive && m.conn != nil {
 			m.conn.push(outItem{entry: e, m: m})
 		}
 	}
-	return e
 }
 
 // sessions is the registry of sessions by name.

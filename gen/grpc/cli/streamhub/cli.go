@@ -28,7 +28,7 @@ func UsageCommands() []string {
 
 // UsageExamples produces an example of a valid invocation of the CLI tool.
 func UsageExamples() string {
-	return os.Args[0] + " " + "stream-service stream-data --client-id \"v\" --token \"Pariatur consequatur quia neque atque.\"" + "\n" +
+	return os.Args[0] + " " + "stream-service stream-data --client-id \"alice\" --token \"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl\"" + "\n" +
 		""
 }
 
@@ -151,5 +151,5 @@ func streamServiceStreamDataUsage() {
 
 	fmt.Fprintln(os.Stderr)
 	fmt.Fprintln(os.Stderr, "Example:")
-	fmt.Fprintf(os.Stderr, "    %s %s\n", os.Args[0], "stream-service stream-data --client-id \"v\" --token \"Pariatur consequatur quia neque atque.\"")
+	fmt.Fprintf(os.Stderr, "    %s %s\n", os.Args[0], "stream-service stream-data --client-id \"alice\" --token \"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl\"")
 }
