@@ -9,7 +9,6 @@ import (
 	"time"
 
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
-	"goa.design/clue/log"
 	goa "goa.design/goa/v3/pkg"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -45,11 +44,9 @@ type conn struct {
 	finished   chan struct{} // closed when all three parts ended and the cleanup ran
 	running    atomic.Int32  // parts still running: handler, sender, receiver
 
-	// Activity the housekeeper watches, and totals for the end-of-stream log.
-	received      atomic.Uint64
-	receivedBytes atomic.Uint64
-	sends         atomic.Uint64 // incremented before and after each send: odd while one is in progress
-	sentBytes     atomic.Uint64
+	// Activity the housekeeper watches.
+	received atomic.Uint64
+	sends    atomic.Uint64 // incremented before and after each send: odd while one is in progress
 
 	hk housekeeping // owned by the housekeeper
 
@@ -156,7 +153,7 @@ func (c *conn) status() error {
 }
 
 // exit is called by each of the three parts as it ends; the last one out
-// detaches the memberships, frees the pool slot and reports the stream.
+// detaches the memberships, frees the pool slot and counts the disconnect.
 func (c *conn) exit() {
 	if c.running.Add(-1) > 0 {
 		return
@@ -164,14 +161,9 @@ func (c *conn) exit() {
 	now := time.Now()
 	c.detach(now)
 	c.svc.pool.unregister(c)
-	r := reasons[c.reason]
-	c.svc.metrics.StreamClosed(r.label, now.Sub(c.opened))
-	log.Print(c.ctx, log.KV{K: "msg", V: "stream ended"},
-		log.KV{K: "client", V: c.id}, log.KV{K: "peer", V: c.peer},
-		log.KV{K: "reason", V: c.reason.String()}, log.KV{K: "duration", V: now.Sub(c.opened).String()},
-		log.KV{K: "received", V: c.received.Load()}, log.KV{K: "received_bytes", V: c.receivedBytes.Load()},
-		log.KV{K: "sent", V: c.sends.Load() / 2}, log.KV{K: "sent_bytes", V: c.sentBytes.Load()},
-		log.KV{K: "code", V: status.Code(c.status()).String()})
+	if label := reasons[c.reason].label; label != "" {
+		c.svc.metrics.Disconnected(label)
+	}
 	close(c.finished)
 }
 
@@ -234,7 +226,6 @@ func (c *conn) recvLoop() {
 			if errors.As(err, &invalid) {
 				// Goa validated one message and refused it; the stream is fine.
 				c.received.Add(1)
-				c.svc.metrics.MessageReceived(0)
 				c.refuse(nil, invalid.Error())
 				continue
 			}
@@ -253,8 +244,6 @@ func (c *conn) recvLoop() {
 			return
 		}
 		c.received.Add(1)
-		c.receivedBytes.Add(uint64(len(msg.Data)))
-		c.svc.metrics.MessageReceived(len(msg.Data))
 		if c.isClosing() {
 			return
 		}
@@ -304,7 +293,7 @@ func (c *conn) sendFinal(batch []outItem) {
 	if r.goaway != "" {
 		msg := control(&actGoaway, nil)
 		msg.Reason = &r.goaway
-		if c.send(msg, 0) != nil {
+		if c.send(msg) != nil {
 			return
 		}
 	}
@@ -329,21 +318,21 @@ func (c *conn) sendAll(batch []outItem) bool {
 func (c *conn) sendItem(it *outItem) bool {
 	switch {
 	case it.entry != nil:
-		if c.send(&it.entry.Msg, len(it.entry.Msg.Data)) != nil {
+		if c.send(&it.entry.Msg) != nil {
 			return false
 		}
 		it.m.sent.Store(it.entry.seq)
 		c.svc.metrics.Delivered(time.Since(it.entry.Accepted))
 	case it.start != nil:
 		reply, rp := it.m.sess.startReplay(c, it.m, it.start)
-		if c.send(reply, 0) != nil {
+		if c.send(reply) != nil {
 			return false
 		}
 		if rp != nil {
 			c.replays = append(c.replays, rp)
 		}
 	default:
-		if c.send(it.msg, 0) != nil {
+		if c.send(it.msg) != nil {
 			return false
 		}
 	}
@@ -366,7 +355,7 @@ func (c *conn) replayStep() bool {
 			continue
 		}
 		for _, e := range c.buf[:n] {
-			if c.send(&e.Msg, len(e.Msg.Data)) != nil {
+			if c.send(&e.Msg) != nil {
 				return false
 			}
 			r.cursor = e.seq
@@ -383,16 +372,16 @@ func (c *conn) replayStep() bool {
 
 // send writes one message. The housekeeper watches sends to find one
 // blocked past the send timeout.
-func (c *conn) send(msg *streamsvc.DataMessage, payload int) error {
+func (c *conn) send(msg *streamsvc.DataMessage) error {
 	c.sends.Add(1)
 	err := c.stream.Send(msg)
 	c.sends.Add(1)
 	if err != nil {
-		c.svc.metrics.SendFailed()
+		if !c.isClosing() { // a send cut short by the end of the stream did not fail
+			c.svc.metrics.SendFailed()
+		}
 		c.close(reasonSendFailed, err)
 		return err
 	}
-	c.sentBytes.Add(uint64(payload))
-	c.svc.metrics.MessageSent(payload)
 	return nil
 }

@@ -254,30 +254,24 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// countingMetrics counts the events tests look at.
+// countingMetrics counts the disconnects tests look at.
 type countingMetrics struct {
 	mu          sync.Mutex
 	disconnects map[string]int
-	opened      int
-	received    int
-	sent        int
 }
 
 func newCountingMetrics() *countingMetrics {
 	return &countingMetrics{disconnects: map[string]int{}}
 }
 
-func (m *countingMetrics) StreamOpened() { m.mu.Lock(); m.opened++; m.mu.Unlock() }
-func (m *countingMetrics) StreamClosed(reason string, _ time.Duration) {
+func (m *countingMetrics) Disconnected(reason string) {
 	m.mu.Lock()
 	m.disconnects[reason]++
 	m.mu.Unlock()
 }
-func (m *countingMetrics) MessageReceived(int)     { m.mu.Lock(); m.received++; m.mu.Unlock() }
-func (m *countingMetrics) MessageSent(int)         { m.mu.Lock(); m.sent++; m.mu.Unlock() }
-func (m *countingMetrics) ReceiveFailed()          {}
-func (m *countingMetrics) SendFailed()             {}
 func (m *countingMetrics) Delivered(time.Duration) {}
+func (m *countingMetrics) SendFailed()             {}
+func (m *countingMetrics) ReceiveFailed()          {}
 
 func (m *countingMetrics) disconnected(reason string) int {
 	m.mu.Lock()

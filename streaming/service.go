@@ -94,7 +94,6 @@ func (s *Service) StreamData(ctx context.Context, p *streamsvc.StreamDataPayload
 	if err != nil {
 		return err
 	}
-	s.metrics.StreamOpened()
 	c.running.Store(1)
 	defer c.exit()
 	if old != nil {

@@ -23,6 +23,7 @@ type options struct {
 	drainTimeout       time.Duration
 	logFormat          string
 	metricsLogInterval time.Duration
+	otlpEndpoint       string
 }
 
 // parseOptions reads the flags in args, falling back to STREAMHUB_<NAME>
@@ -57,6 +58,7 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, terminal or auto")
 	fs.BoolVar(&c.Debug, "debug", false, "debug logs, including control messages (never data payloads)")
 	fs.DurationVar(&o.metricsLogInterval, "metrics-log-interval", 60*time.Second, "periodic summary log line; 0 disables")
+	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "also export metrics over OTLP/gRPC to this collector (host:port)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

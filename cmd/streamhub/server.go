@@ -15,6 +15,7 @@ import (
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 	"github.com/streamhub/streamhub/interceptors"
 	"github.com/streamhub/streamhub/streaming"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"goa.design/clue/debug"
 	"goa.design/clue/health"
 	"goa.design/clue/log"
@@ -26,6 +27,9 @@ import (
 	"google.golang.org/grpc/reflection"
 )
 
+// streamMethod is the full name of the one method the interceptors apply to.
+const streamMethod = streampb.StreamService_StreamData_FullMethodName
+
 // grpcServiceName is the service name the gRPC health service reports on,
 // besides the server as a whole ("").
 const grpcServiceName = "stream_service.StreamService"
@@ -34,6 +38,7 @@ const grpcServiceName = "stream_service.StreamService"
 // behind it and the admin HTTP server.
 type server struct {
 	opts     *options
+	obs      *observability
 	svc      *streaming.Service
 	grpc     *grpc.Server
 	health   *grpchealth.Server
@@ -53,12 +58,17 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 	}
 	if o.adminAddr != "" {
 		if s.adminLis, err = net.Listen("tcp", o.adminAddr); err != nil {
-			s.grpcLis.Close()
+			s.closeListeners()
 			return nil, fmt.Errorf("admin listener: %w", err)
 		}
 	}
 
-	s.svc = streaming.New(o.stream)
+	s.obs, err = newObservability(ctx, o, func() (int, int) { return s.svc.Connections(), s.svc.Sessions() })
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	s.svc = streaming.New(o.stream, streaming.WithMetrics(s.obs.metrics))
 	s.grpc = grpc.NewServer(s.grpcOptions(ctx)...)
 	streampb.RegisterStreamServiceServer(s.grpc, streamsvr.New(streamsvc.NewEndpoints(s.svc), nil))
 	s.health = grpchealth.NewServer()
@@ -70,6 +80,7 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 		mux := http.NewServeMux()
 		mux.Handle("/livez", health.Handler(health.NewChecker()))
 		mux.Handle("/readyz", health.Handler(health.NewChecker(readiness{s})))
+		mux.Handle("GET /metrics", s.obs.scrape)
 		debug.MountPprofHandlers(mux)
 		debug.MountDebugLogEnabler(mux)
 		s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -91,13 +102,20 @@ func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
 		grpc.MaxConcurrentStreams(uint32(c.MaxConnections)),
 		grpc.MaxRecvMsgSize(c.MaxMessageSize),
 		grpc.MaxSendMsgSize(c.MaxMessageSize),
+		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithMeterProvider(s.obs.provider))),
 		grpc.ChainStreamInterceptor(
 			log.StreamServerInterceptor(ctx, log.WithDisableCallLogging()),
 			debug.StreamServerInterceptor(),
+			interceptors.Monitoring{
+				Method:      streamMethod,
+				Metrics:     s.obs.metrics,
+				ClientIDKey: "x-client-id",
+			}.Stream(),
 			interceptors.FlowControl{
-				Method: streampb.StreamService_StreamData_FullMethodName,
+				Method: streamMethod,
 				Limit:  rate.Limit(s.opts.rateLimit),
 				Burst:  s.opts.rateBurst,
+				OnWait: s.obs.metrics.RateLimitWait,
 			}.Stream(),
 		),
 	}
@@ -113,6 +131,13 @@ func (r readiness) Ping(context.Context) error {
 		return errors.New("draining")
 	}
 	return nil
+}
+
+func (s *server) closeListeners() {
+	s.grpcLis.Close()
+	if s.adminLis != nil {
+		s.adminLis.Close()
+	}
 }
 
 // grpcAddr and adminAddr are the addresses actually listened on.
@@ -146,6 +171,15 @@ func (s *server) serve(ctx context.Context) error {
 			}
 		}()
 	}
+	summaryCtx, stopSummary := context.WithCancel(ctx)
+	defer stopSummary()
+	if s.opts.metricsLogInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.obs.summary.Run(summaryCtx, s.opts.metricsLogInterval)
+		}()
+	}
 	log.Print(ctx, log.KV{K: "msg", V: "serving"}, log.KV{K: "grpc", V: s.grpcAddr()}, log.KV{K: "admin", V: s.adminAddr()})
 
 	var err error
@@ -154,7 +188,9 @@ func (s *server) serve(ctx context.Context) error {
 	case err = <-errc:
 	}
 	s.shutdown(context.WithoutCancel(ctx))
+	stopSummary()
 	wg.Wait()
+	s.obs.shutdown(context.WithoutCancel(ctx))
 	return err
 }
 

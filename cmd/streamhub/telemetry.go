@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/streamhub/streamhub/telemetry"
+	"goa.design/clue/clue"
+	"goa.design/clue/log"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+)
+
+// version is reported as the service version of the telemetry resource.
+const version = "1.0"
+
+// observability is the server's telemetry: the meter provider with its
+// readers (Prometheus, the summary, OTLP when configured) and the
+// instruments.
+type observability struct {
+	provider *sdkmetric.MeterProvider
+	metrics  *telemetry.Metrics
+	summary  *telemetry.Summary
+	scrape   http.Handler // GET /metrics
+}
+
+// newObservability configures Clue and OpenTelemetry once for the process.
+func newObservability(ctx context.Context, o *options, gauges telemetry.Gauges) (*observability, error) {
+	registry := prometheus.NewRegistry()
+	prom, err := otelprom.New(otelprom.WithRegisterer(registry))
+	if err != nil {
+		return nil, fmt.Errorf("prometheus exporter: %w", err)
+	}
+	ob := &observability{summary: telemetry.NewSummary(), scrape: promhttp.HandlerFor(registry, promhttp.HandlerOpts{})}
+	readers := []sdkmetric.Option{sdkmetric.WithReader(prom), sdkmetric.WithReader(ob.summary.Reader())}
+	if o.otlpEndpoint != "" {
+		exp, err := otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithEndpoint(o.otlpEndpoint), otlpmetricgrpc.WithInsecure())
+		if err != nil {
+			return nil, fmt.Errorf("OTLP exporter: %w", err)
+		}
+		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)))
+	}
+	// Clue builds the resource, propagators and error handler; the meter
+	// provider is ours, with the readers above.
+	cfg, err := clue.NewConfig(ctx, "streamhub", version, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	ob.provider = sdkmetric.NewMeterProvider(readers...)
+	cfg.MeterProvider = ob.provider
+	clue.ConfigureOpenTelemetry(ctx, cfg)
+	if ob.metrics, err = telemetry.New(ob.provider, gauges); err != nil {
+		return nil, errors.Join(err, ob.provider.Shutdown(ctx))
+	}
+	return ob, nil
+}
+
+// shutdown flushes the exporters.
+func (ob *observability) shutdown(ctx context.Context) {
+	if err := ob.provider.Shutdown(ctx); err != nil {
+		log.Error(ctx, err, log.KV{K: "msg", V: "metrics shutdown"})
+	}
+}

@@ -1,0 +1,154 @@
+// Package telemetry holds StreamHub's OpenTelemetry instruments: the series
+// of SPEC §7, fed by the streaming service and the gRPC interceptors, and
+// the periodic summary log line.
+package telemetry
+
+import (
+	"context"
+	"time"
+
+	"github.com/streamhub/streamhub/interceptors"
+	"github.com/streamhub/streamhub/streaming"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/grpc/codes"
+)
+
+// Instrument names. The Prometheus exporter turns dots into underscores,
+// adds _total to counters and _seconds to histograms in seconds.
+const (
+	ConnectionsActive = "streamhub.connections.active"
+	SessionsActive    = "streamhub.sessions.active"
+	MessagesReceived  = "streamhub.messages.received"
+	MessagesSent      = "streamhub.messages.sent"
+	BytesReceived     = "streamhub.bytes.received"
+	BytesSent         = "streamhub.bytes.sent"
+	SendErrors        = "streamhub.send.errors"
+	ReceiveErrors     = "streamhub.receive.errors"
+	Disconnects       = "streamhub.disconnects"
+	RateLimitWaits    = "streamhub.rate_limit.waits"
+	StreamDuration    = "streamhub.stream.duration"
+	DeliveryLatency   = "streamhub.delivery.latency"
+)
+
+// disconnectReasons are the reasons of SPEC §7, with their attribute sets
+// built once.
+var disconnectReasons = []string{"slow_consumer", "inactive", "replaced", "shutdown", "unauthenticated", "resource_exhausted"}
+
+// Metrics records StreamHub's instruments. It implements streaming.Metrics
+// and interceptors.StreamMetrics, and counts rate-limit waits.
+type Metrics struct {
+	ctx context.Context // instruments record without request context
+
+	received, sent, bytesReceived, bytesSent metric.Int64Counter
+	sendErrors, receiveErrors, waits         metric.Int64Counter
+	disconnects                              metric.Int64Counter
+	duration, latency                        metric.Float64Histogram
+	reasonAttrs                              map[string]metric.AddOption
+}
+
+var (
+	_ streaming.Metrics          = (*Metrics)(nil)
+	_ interceptors.StreamMetrics = (*Metrics)(nil)
+)
+
+// Gauges reports the current number of open streams and of sessions.
+type Gauges func() (connections, sessions int)
+
+// New creates the instruments on mp's "streamhub" meter. gauges is read at
+// each collection for the two gauges.
+func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
+	meter := mp.Meter("github.com/streamhub/streamhub")
+	m := &Metrics{ctx: context.Background(), reasonAttrs: make(map[string]metric.AddOption, len(disconnectReasons))}
+	var err error
+	counter := func(name, desc string) metric.Int64Counter {
+		if err != nil {
+			return nil
+		}
+		var c metric.Int64Counter
+		c, err = meter.Int64Counter(name, metric.WithDescription(desc))
+		return c
+	}
+	m.received = counter(MessagesReceived, "Messages read from clients.")
+	m.sent = counter(MessagesSent, "Messages written to clients: deliveries, controls, heartbeats.")
+	m.bytesReceived = counter(BytesReceived, "Encoded bytes of the messages read from clients.")
+	m.bytesSent = counter(BytesSent, "Encoded bytes of the messages written to clients.")
+	m.sendErrors = counter(SendErrors, "Failed sends.")
+	m.receiveErrors = counter(ReceiveErrors, "Failed receives.")
+	m.disconnects = counter(Disconnects, "Streams ended by the server, by reason.")
+	m.waits = counter(RateLimitWaits, "Received messages that had to wait for a rate-limit token.")
+	if err != nil {
+		return nil, err
+	}
+	if m.duration, err = meter.Float64Histogram(StreamDuration, metric.WithUnit("s"),
+		metric.WithDescription("Stream lifetimes."),
+		metric.WithExplicitBucketBoundaries(0.1, 1, 10, 60, 300, 900, 3600, 4*3600, 24*3600)); err != nil {
+		return nil, err
+	}
+	if m.latency, err = meter.Float64Histogram(DeliveryLatency, metric.WithUnit("s"),
+		metric.WithDescription("Time from a data message's acceptance to its send to a member."),
+		metric.WithExplicitBucketBoundaries(50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1, 5)); err != nil {
+		return nil, err
+	}
+	for _, r := range disconnectReasons {
+		m.reasonAttrs[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
+	}
+
+	conns, err := meter.Int64ObservableGauge(ConnectionsActive, metric.WithDescription("Open streams."))
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := meter.Int64ObservableGauge(SessionsActive, metric.WithDescription("Sessions that exist."))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		c, s := gauges()
+		o.ObserveInt64(conns, int64(c))
+		o.ObserveInt64(sessions, int64(s))
+		return nil
+	}, conns, sessions); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// MessageReceived implements interceptors.StreamMetrics.
+func (m *Metrics) MessageReceived(bytes int) {
+	m.received.Add(m.ctx, 1)
+	m.bytesReceived.Add(m.ctx, int64(bytes))
+}
+
+// MessageSent implements interceptors.StreamMetrics.
+func (m *Metrics) MessageSent(bytes int) {
+	m.sent.Add(m.ctx, 1)
+	m.bytesSent.Add(m.ctx, int64(bytes))
+}
+
+// StreamEnded implements interceptors.StreamMetrics.
+func (m *Metrics) StreamEnded(_ codes.Code, lifetime time.Duration) {
+	m.duration.Record(m.ctx, lifetime.Seconds())
+}
+
+// Disconnected implements streaming.Metrics.
+func (m *Metrics) Disconnected(reason string) {
+	attrs, ok := m.reasonAttrs[reason]
+	if !ok {
+		attrs = metric.WithAttributes(attribute.String("reason", reason))
+	}
+	m.disconnects.Add(m.ctx, 1, attrs)
+}
+
+// Delivered implements streaming.Metrics.
+func (m *Metrics) Delivered(latency time.Duration) {
+	m.latency.Record(m.ctx, latency.Seconds())
+}
+
+// SendFailed implements streaming.Metrics.
+func (m *Metrics) SendFailed() { m.sendErrors.Add(m.ctx, 1) }
+
+// ReceiveFailed implements streaming.Metrics.
+func (m *Metrics) ReceiveFailed() { m.receiveErrors.Add(m.ctx, 1) }
+
+// RateLimitWait counts a received message that waited for a token.
+func (m *Metrics) RateLimitWait() { m.waits.Add(m.ctx, 1) }
