@@ -41,6 +41,7 @@ type conn struct {
 	killed    chan struct{} // closed when even a flush must stop
 
 	senderDone chan struct{}
+	recvDone   chan struct{}
 	finished   chan struct{} // closed when all three parts ended and the cleanup ran
 	running    atomic.Int32  // parts still running: handler, sender, receiver
 
@@ -67,6 +68,7 @@ func newConn(svc *Service, id string, stream streamsvc.StreamDataServerStream, c
 		closing:    make(chan struct{}),
 		killed:     make(chan struct{}),
 		senderDone: make(chan struct{}),
+		recvDone:   make(chan struct{}),
 		finished:   make(chan struct{}),
 		hk:         housekeeping{recvAt: now, sendAt: now},
 	}
@@ -123,6 +125,10 @@ func (c *conn) serve() error {
 	select {
 	case <-c.closing:
 	case <-c.ctx.Done():
+		// The RPC is over, and the receiver sees it at once. gRPC also ends
+		// the RPC itself when it refuses a message (too large), so let the
+		// receiver say why before calling the client gone.
+		<-c.recvDone
 		c.close(reasonClientGone, c.ctx.Err())
 	}
 	if r := reasons[c.reason]; r.flush || r.goaway != "" {
@@ -219,6 +225,7 @@ func (c *conn) detach(now time.Time) {
 func (c *conn) recvLoop() {
 	defer c.svc.wg.Done()
 	defer c.exit()
+	defer close(c.recvDone)
 	for {
 		msg, err := c.stream.Recv()
 		if err != nil {
