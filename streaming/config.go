@@ -41,8 +41,6 @@ type Config struct {
 	// MaxStreamAge, when positive, ends streams older than this with a
 	// goaway so that clients reconnect and spread over servers. Default off.
 	MaxStreamAge time.Duration
-	// Debug logs the content of control messages (never data payloads).
-	Debug bool
 }
 
 // DefaultConfig returns the configuration a developer on one machine needs.

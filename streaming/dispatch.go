@@ -11,7 +11,7 @@ import (
 // handle serves one client message. A message that cannot be served gets a
 // control error and changes nothing else.
 func (c *conn) handle(msg *streamsvc.DataMessage) {
-	if c.svc.cfg.Debug && msg.Type != typeData {
+	if msg.Type != typeData { // never log payloads; control messages carry none
 		log.Debug(c.ctx, log.KV{K: "msg", V: "received"}, log.KV{K: "client", V: c.id},
 			log.KV{K: "type", V: msg.Type}, log.KV{K: "action", V: deref(msg.Action)},
 			log.KV{K: "session", V: deref(msg.SessionID)}, log.KV{K: "seq", V: deref(msg.Seq)})

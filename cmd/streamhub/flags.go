@@ -24,6 +24,7 @@ type options struct {
 	logFormat          string
 	metricsLogInterval time.Duration
 	otlpEndpoint       string
+	debug              bool
 }
 
 // parseOptions reads the flags in args, falling back to STREAMHUB_<NAME>
@@ -56,7 +57,7 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "graceful shutdown budget")
 	fs.Var(&o.maxPendingBytes, "max-pending-bytes", "outbound bytes queued per connection before it counts as a slow consumer")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, terminal or auto")
-	fs.BoolVar(&c.Debug, "debug", false, "debug logs, including control messages (never data payloads)")
+	fs.BoolVar(&o.debug, "debug", false, "debug logs, including control messages (never data payloads)")
 	fs.DurationVar(&o.metricsLogInterval, "metrics-log-interval", 60*time.Second, "periodic summary log line; 0 disables")
 	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "also export metrics over OTLP/gRPC to this collector (host:port)")
 	if err := fs.Parse(args); err != nil {

@@ -22,11 +22,11 @@ func TestParseOptions(t *testing.T) {
 				c.ProbeTimeout == 10*time.Second && o.rateLimit == 1000 && o.rateBurst == 100 &&
 				c.HistorySize == 1000 && c.HistoryTTL == 10*time.Minute && c.SessionTTL == 5*time.Minute &&
 				c.MaxSessionsPerConnection == 100 && o.drainTimeout == 10*time.Second &&
-				c.MaxPendingBytes == 8<<20 && o.logFormat == "auto" && !c.Debug && o.metricsLogInterval == time.Minute
+				c.MaxPendingBytes == 8<<20 && o.logFormat == "auto" && !o.debug && o.metricsLogInterval == time.Minute
 		}},
 		{name: "flags", args: []string{"--grpc-addr", "127.0.0.1:1", "--queue-size=7", "--max-message-size", "64KiB", "--debug"},
 			check: func(o *options) bool {
-				return o.grpcAddr == "127.0.0.1:1" && o.stream.QueueSize == 7 && o.stream.MaxMessageSize == 64<<10 && o.stream.Debug
+				return o.grpcAddr == "127.0.0.1:1" && o.stream.QueueSize == 7 && o.stream.MaxMessageSize == 64<<10 && o.debug
 			}},
 		{name: "environment", env: map[string]string{"STREAMHUB_QUEUE_SIZE": "9", "STREAMHUB_ADMIN_ADDR": ":9", "STREAMHUB_SEND_TIMEOUT": "3s"},
 			check: func(o *options) bool {

@@ -54,7 +54,7 @@ func logContext(o *options) context.Context {
 		}
 	}
 	opts := []log.LogOption{log.WithFormat(format)}
-	if o.stream.Debug {
+	if o.debug {
 		opts = append(opts, log.WithDebug())
 	}
 	return log.Context(context.Background(), opts...)
