@@ -1,0 +1,45 @@
+package telemetry
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+)
+
+// BenchmarkPerMessage measures what the per-message path pays for metrics:
+// one received and one sent message, and one delivery.
+func BenchmarkPerMessage(b *testing.B) {
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	defer mp.Shutdown(context.Background())
+	m, err := New(mp, func() (int, int) { return 0, 0 })
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			m.MessageReceived(64)
+			m.MessageSent(64)
+			m.Delivered(100 * time.Microsecond)
+		}
+	})
+}
+
+func TestPerMessagePathDoesNotAllocate(t *testing.T) {
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	defer mp.Shutdown(context.Background())
+	m, err := New(mp, func() (int, int) { return 0, 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		m.MessageReceived(64)
+		m.MessageSent(64)
+		m.Delivered(100 * time.Microsecond)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per message", allocs)
+	}
+}
