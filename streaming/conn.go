@@ -3,12 +3,15 @@ package streaming
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
+	"goa.design/clue/log"
 	goa "goa.design/goa/v3/pkg"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -181,22 +184,27 @@ func (c *conn) attach() {
 	defer cl.mu.Unlock()
 	cl.conn = c
 	for _, m := range cl.members {
-		s := m.sess
-		s.mu.Lock()
-		m.conn = c
-		m.gen++
-		if m.state == statePaused {
-			_, complete := s.hist.Read(m.sent.Load(), nil)
-			reply := control(&actJoined, s.name)
-			reply.Seq, reply.Epoch, reply.Recovered = ptr(s.hist.Last()), s.epoch, &complete
-			c.push(outItem{msg: reply})
-			c.push(outItem{msg: control(&actPaused, s.name)})
-		} else {
-			m.state = stateReplaying
-			c.push(outItem{m: m, start: &replayStart{gen: m.gen, action: &actJoined, fromSent: true}})
-		}
-		s.mu.Unlock()
+		c.restore(m)
 	}
+}
+
+// restore attaches one retained membership.
+func (c *conn) restore(m *member) {
+	s := m.sess
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m.conn = c
+	m.gen++
+	if m.state == statePaused {
+		_, complete := s.hist.Read(m.sent.Load(), nil)
+		reply := control(&actJoined, s.name)
+		reply.Seq, reply.Epoch, reply.Recovered = ptr(s.hist.Last()), s.epoch, &complete
+		c.push(outItem{msg: reply})
+		c.push(outItem{msg: control(&actPaused, s.name)})
+		return
+	}
+	m.state = stateReplaying
+	c.push(outItem{m: m, start: &replayStart{gen: m.gen, action: &actJoined, fromSent: true}})
 }
 
 // detach leaves the memberships to be retained, unless a newer connection
@@ -226,6 +234,7 @@ func (c *conn) recvLoop() {
 	defer c.svc.wg.Done()
 	defer c.exit()
 	defer close(c.recvDone)
+	defer c.recoverPanic()
 	for {
 		msg, err := c.stream.Recv()
 		if err != nil {
@@ -264,6 +273,7 @@ func (c *conn) sendLoop() {
 	defer c.svc.wg.Done()
 	defer c.exit()
 	defer close(c.senderDone)
+	defer c.recoverPanic()
 	var batch []outItem
 	for {
 		if c.isClosing() {
@@ -375,6 +385,15 @@ func (c *conn) replayStep() bool {
 	clear(c.replays[len(live):])
 	c.replays = live
 	return true
+}
+
+// recoverPanic ends the stream INTERNAL if its goroutine panics, so that
+// one stream's failure never takes the process down.
+func (c *conn) recoverPanic() {
+	if r := recover(); r != nil {
+		log.Error(c.ctx, fmt.Errorf("panic: %v", r), log.KV{K: "client", V: c.id}, log.KV{K: "stack", V: string(debug.Stack())})
+		c.close(reasonInternal, nil)
+	}
 }
 
 // send writes one message. The housekeeper watches sends to find one

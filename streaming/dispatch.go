@@ -52,21 +52,24 @@ func (c *conn) refuse(msg *streamsvc.DataMessage, reason string) {
 }
 
 func (c *conn) publish(msg *streamsvc.DataMessage) {
+	if m := c.memberFor(msg); m != nil {
+		m.sess.publish(c, msg, time.Now())
+	}
+}
+
+// memberFor returns the client's membership of msg's session, joining it
+// live if needed, or nil if that was refused.
+func (c *conn) memberFor(msg *streamsvc.DataMessage) *member {
 	cl := c.client
 	cl.mu.Lock()
+	defer cl.mu.Unlock()
 	if cl.conn != c {
-		cl.mu.Unlock()
-		return
+		return nil
 	}
-	m := cl.members[*msg.SessionID]
-	if m == nil {
-		if m = c.joinLocked(msg, true); m == nil {
-			cl.mu.Unlock()
-			return
-		}
+	if m := cl.members[*msg.SessionID]; m != nil {
+		return m
 	}
-	cl.mu.Unlock()
-	m.sess.publish(c, msg, time.Now())
+	return c.joinLocked(msg, true)
 }
 
 func (c *conn) control(msg *streamsvc.DataMessage) {

@@ -3,6 +3,9 @@ package streaming
 import (
 	"errors"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 )
 
@@ -29,6 +32,8 @@ const (
 	reasonReplaced
 	// reasonShutdown: the server is draining.
 	reasonShutdown
+	// reasonInternal: a panic while serving the stream.
+	reasonInternal
 )
 
 var reasons = [...]struct {
@@ -46,6 +51,7 @@ var reasons = [...]struct {
 	reasonInactive:     {label: "inactive", err: streamsvc.MakeUnavailable(errors.New("inactive"))},
 	reasonReplaced:     {label: "replaced", goaway: "replaced", err: streamsvc.MakeAborted(errors.New("replaced by a newer stream with the same client ID"))},
 	reasonShutdown:     {label: "shutdown", goaway: "shutdown", flush: true, err: streamsvc.MakeUnavailable(errors.New("server shutting down"))},
+	reasonInternal:     {label: "internal", err: status.Error(codes.Internal, "internal error")},
 }
 
 func (r closeReason) String() string {

@@ -1,6 +1,12 @@
 package streaming
 
-import "time"
+import (
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"goa.design/clue/log"
+)
 
 // housekeeping is the housekeeper's view of one connection.
 type housekeeping struct {
@@ -23,15 +29,27 @@ func (s *Service) housekeep() {
 		case <-s.stop:
 			return
 		case now := <-tick.C:
-			conns = s.pool.conns(conns[:0])
-			for _, c := range conns {
-				s.check(c, now)
-			}
-			clear(conns)
-			s.sessions.sweep(now.Add(-s.cfg.HistoryTTL))
-			s.pool.expire(now.Add(-s.cfg.SessionTTL))
+			conns = s.tick(now, conns)
 		}
 	}
+}
+
+// tick does one round of housekeeping. A panic (a History implementation's,
+// say) is logged and the next round goes on.
+func (s *Service) tick(now time.Time, conns []*conn) []*conn {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error(s.logCtx, fmt.Errorf("panic: %v", r), log.KV{K: "msg", V: "housekeeping"}, log.KV{K: "stack", V: string(debug.Stack())})
+		}
+	}()
+	conns = s.pool.conns(conns[:0])
+	for _, c := range conns {
+		s.check(c, now)
+	}
+	clear(conns)
+	s.sessions.sweep(now.Add(-s.cfg.HistoryTTL))
+	s.pool.expire(now.Add(-s.cfg.SessionTTL))
+	return conns
 }
 
 // check looks at one connection's activity since the last tick.

@@ -19,6 +19,7 @@ import (
 type Service struct {
 	cfg      Config
 	metrics  Metrics
+	logCtx   context.Context // for logs not about one stream
 	pool     *pool
 	sessions *sessions
 
@@ -40,6 +41,12 @@ func WithMetrics(m Metrics) Option {
 	return func(s *Service) { s.metrics = m }
 }
 
+// WithLogContext logs what is not about one stream (housekeeping) with
+// ctx's Clue logger.
+func WithLogContext(ctx context.Context) Option {
+	return func(s *Service) { s.logCtx = ctx }
+}
+
 // WithHistory stores session history with f instead of in memory.
 func WithHistory(f HistoryFactory) Option {
 	return func(s *Service) { s.sessions.newHistory = f }
@@ -51,6 +58,7 @@ func New(cfg Config, opts ...Option) *Service {
 	s := &Service{
 		cfg:      cfg,
 		metrics:  nopMetrics{},
+		logCtx:   context.Background(),
 		pool:     newPool(cfg.MaxConnections),
 		sessions: newSessions(NewMemoryHistory(cfg.HistorySize)),
 		stop:     make(chan struct{}),

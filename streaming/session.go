@@ -121,12 +121,7 @@ func (r *sessions) lock(name string) *session {
 		s := r.m[name]
 		r.mu.RUnlock()
 		if s == nil {
-			r.mu.Lock()
-			if s = r.m[name]; s == nil {
-				s = r.create(name)
-				r.m[name] = s
-			}
-			r.mu.Unlock()
+			s = r.getOrCreate(name)
 		}
 		s.mu.Lock()
 		if !s.removed {
@@ -134,6 +129,17 @@ func (r *sessions) lock(name string) *session {
 		}
 		s.mu.Unlock()
 	}
+}
+
+func (r *sessions) getOrCreate(name string) *session {
+	r.mu.Lock()
+	defer r.mu.Unlock() // deferred: the history factory is foreign code
+	s := r.m[name]
+	if s == nil {
+		s = r.create(name)
+		r.m[name] = s
+	}
+	return s
 }
 
 func (r *sessions) create(name string) *session {
@@ -159,16 +165,21 @@ func (r *sessions) sweep(cutoff time.Time) {
 	}
 	r.mu.RUnlock()
 	for _, s := range all {
-		s.mu.Lock()
-		if s.hist.Expire(cutoff) == 0 && len(s.members) == 0 {
-			s.removed = true
-			r.mu.Lock()
-			if r.m[*s.name] == s {
-				delete(r.m, *s.name)
-			}
-			r.mu.Unlock()
-		}
-		s.mu.Unlock()
+		r.sweepOne(s, cutoff)
+	}
+}
+
+func (r *sessions) sweepOne(s *session, cutoff time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock() // deferred: History is foreign code
+	if s.hist.Expire(cutoff) > 0 || len(s.members) > 0 {
+		return
+	}
+	s.removed = true
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m[*s.name] == s {
+		delete(r.m, *s.name)
 	}
 }
 

@@ -68,7 +68,7 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 		s.closeListeners()
 		return nil, err
 	}
-	s.svc = streaming.New(o.stream, streaming.WithMetrics(s.obs.metrics))
+	s.svc = streaming.New(o.stream, streaming.WithMetrics(s.obs.metrics), streaming.WithLogContext(ctx))
 	s.grpc = grpc.NewServer(s.grpcOptions(ctx)...)
 	streampb.RegisterStreamServiceServer(s.grpc, streamsvr.New(streamsvc.NewEndpoints(s.svc), nil))
 	s.health = grpchealth.NewServer()
@@ -105,6 +105,7 @@ func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithMeterProvider(s.obs.provider))),
 		grpc.ChainStreamInterceptor(
 			log.StreamServerInterceptor(ctx, log.WithDisableCallLogging()),
+			interceptors.Recovery(),
 			debug.StreamServerInterceptor(),
 			interceptors.Monitoring{
 				Method:      streamMethod,
