@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"goa.design/clue/log"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"goa.design/clue/log"
 )
 
 // Summary writes the periodic METRICS line from the meter provider's own
