@@ -3,6 +3,7 @@ package streaming
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -259,8 +260,7 @@ func TestSlowConsumerReconnectsAndRecoversEverything(t *testing.T) {
 // joiner replaying from the start: the joiner must see one gapless,
 // duplicate-free sequence, the same one a live member sees.
 func TestJoinWithSeqWhilePublishing(t *testing.T) {
-	const each = 1500
-	raced := 0
+	const afterJoin = 300 // messages each publisher sends once the joiner is answered
 	for round := range 5 {
 		t.Run(fmt.Sprint(round), func(t *testing.T) {
 			ts := startServer(t, Config{QueueSize: 1 << 20, HistorySize: 1 << 20})
@@ -269,6 +269,8 @@ func TestJoinWithSeqWhilePublishing(t *testing.T) {
 			b.welcome()
 			a.join("room")
 			b.join("room")
+			j := ts.open(t, "joiner")
+			j.welcome()
 			last := func() uint64 {
 				ts.svc.sessions.mu.RLock()
 				s := ts.svc.sessions.m["room"]
@@ -277,13 +279,17 @@ func TestJoinWithSeqWhilePublishing(t *testing.T) {
 				defer s.mu.Unlock()
 				return s.hist.Last()
 			}
+			var joined atomic.Bool
 			var wg sync.WaitGroup
 			var sent [2]int
 			for i, p := range []*testClient{a, b} {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for sent[i] < each {
+					for n := 0; n < afterJoin; {
+						if joined.Load() {
+							n++
+						}
 						if p.stream.Send(&streamsvc.DataMessage{Type: typeData, SessionID: ptr("room"), Data: []byte(fmt.Sprint(sent[i]))}) != nil {
 							return
 						}
@@ -292,18 +298,18 @@ func TestJoinWithSeqWhilePublishing(t *testing.T) {
 				}()
 			}
 			eventually(t, "publishing under way", func() bool { return last() >= 100 })
-			j := ts.open(t, "joiner")
-			j.welcome()
 			j.send(joinMsg("room", ptr(uint64(0)), nil))
 			r := j.expect(typeControl, actJoined)
+			joined.Store(true)
 			if !*r.Recovered {
 				t.Fatal("not recovered")
 			}
-			if *r.Seq < 2*each {
-				raced++
-			}
 			wg.Wait()
 			total := uint64(sent[0] + sent[1])
+			t.Logf("joined at seq %d of %d", *r.Seq, total)
+			if *r.Seq >= total {
+				t.Fatalf("joined at seq %d of %d: publishing stopped before the join", *r.Seq, total)
+			}
 			eventually(t, "every message accepted", func() bool { return last() == total })
 
 			want := make([]string, 0, total)
@@ -321,9 +327,6 @@ func TestJoinWithSeqWhilePublishing(t *testing.T) {
 				t.Fatalf("joiner got extra %s", describe(got[0]))
 			}
 		})
-	}
-	if raced == 0 {
-		t.Fatal("no round joined while the publishers were still publishing")
 	}
 }
 
