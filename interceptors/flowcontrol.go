@@ -23,40 +23,73 @@ type FlowControl struct {
 	Limit rate.Limit
 	// Burst is the bucket size.
 	Burst int
-	// OnWait, if set, is called for each message that had to wait for a token.
+	// OnWait, if set, is called for each received message that had to wait
+	// for a token.
 	OnWait func()
+	// SendLimit, if positive, limits sends the same way, in messages per
+	// second with a bucket of SendBurst: a send waits for its token.
+	SendLimit rate.Limit
+	// SendBurst is the send bucket size.
+	SendBurst int
 }
 
 // Stream returns the stream interceptor.
 func (f FlowControl) Stream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if f.Limit <= 0 || info.FullMethod != f.Method {
+		if (f.Limit <= 0 && f.SendLimit <= 0) || info.FullMethod != f.Method {
 			return handler(srv, ss)
 		}
-		return handler(srv, &rateLimitedStream{ServerStream: ss, lim: rate.NewLimiter(f.Limit, f.Burst), onWait: f.OnWait})
+		rs := &rateLimitedStream{ServerStream: ss, onWait: f.OnWait}
+		if f.Limit > 0 {
+			rs.recv = rate.NewLimiter(f.Limit, f.Burst)
+		}
+		if f.SendLimit > 0 {
+			rs.send = rate.NewLimiter(f.SendLimit, f.SendBurst)
+		}
+		return handler(srv, rs)
 	}
 }
 
 type rateLimitedStream struct {
 	grpc.ServerStream
-	lim    *rate.Limiter
-	onWait func()
+	recv, send *rate.Limiter // nil when that way is not limited
+	onWait     func()
 }
 
 // RecvMsg takes a token before reading, waiting for one if needed, so that
 // an over-eager client's messages stay in the transport.
 func (s *rateLimitedStream) RecvMsg(m any) error {
-	if !s.lim.Allow() {
-		if s.onWait != nil {
-			s.onWait()
-		}
-		ctx := s.Context()
-		if err := s.lim.Wait(ctx); err != nil {
-			if ctx.Err() != nil {
-				return status.FromContextError(ctx.Err()).Err()
-			}
-			return status.Error(codes.ResourceExhausted, err.Error()) // a deadline too near to wait for
+	if s.recv != nil {
+		if err := s.take(s.recv, s.onWait); err != nil {
+			return err
 		}
 	}
 	return s.ServerStream.RecvMsg(m)
+}
+
+// SendMsg takes a send token before writing, waiting for one if needed.
+func (s *rateLimitedStream) SendMsg(m any) error {
+	if s.send != nil {
+		if err := s.take(s.send, nil); err != nil {
+			return err
+		}
+	}
+	return s.ServerStream.SendMsg(m)
+}
+
+func (s *rateLimitedStream) take(lim *rate.Limiter, onWait func()) error {
+	if lim.Allow() {
+		return nil
+	}
+	if onWait != nil {
+		onWait()
+	}
+	ctx := s.Context()
+	if err := lim.Wait(ctx); err != nil {
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		return status.Error(codes.ResourceExhausted, err.Error()) // a deadline too near to wait for
+	}
+	return nil
 }

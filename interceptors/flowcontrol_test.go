@@ -48,6 +48,42 @@ func (m *mockServerStream) SendMsg(msg any) error {
 	return nil
 }
 
+func TestFlowControlSends(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := newMockServerStream(t)
+	s.Set("Context", func() context.Context { return ctx })
+	for range 5 {
+		s.Add("RecvMsg", func(any) error { return nil })
+	}
+	for range 2 {
+		s.Add("SendMsg", func(any) error { return nil })
+	}
+	fc := FlowControl{Method: method, SendLimit: rate.Every(1e12), SendBurst: 2, OnWait: func() { t.Error("a send counted as a receive wait") }}
+	handler := func(_ any, ss grpc.ServerStream) error {
+		for range 5 { // receives are not limited
+			if err := ss.RecvMsg(nil); err != nil {
+				return err
+			}
+		}
+		for i := 0; ; i++ {
+			if i == 2 {
+				cancel() // the third send has no token: it waits until the stream ends
+			}
+			if err := ss.SendMsg(nil); err != nil {
+				return err
+			}
+		}
+	}
+	err := fc.Stream()(nil, s, &grpc.StreamServerInfo{FullMethod: method}, handler)
+	if status.Code(err) != codes.Canceled {
+		t.Fatalf("err = %v, want Canceled", err)
+	}
+	if s.HasMore() {
+		t.Fatal("not every scripted call happened")
+	}
+}
+
 // recvN is a handler that receives n messages.
 func recvN(n int) grpc.StreamHandler {
 	return func(_ any, ss grpc.ServerStream) error {

@@ -39,7 +39,8 @@ type Config struct {
 	// member of. Default 100.
 	MaxSessionsPerConnection int
 	// MaxStreamAge, when positive, ends streams older than this with a
-	// goaway so that clients reconnect and spread over servers. Default off.
+	// goaway (reason max_stream_age), a flush and RESOURCE_EXHAUSTED, so
+	// that clients reconnect and spread over servers. Default off.
 	MaxStreamAge time.Duration
 }
 

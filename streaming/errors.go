@@ -34,6 +34,9 @@ const (
 	reasonShutdown
 	// reasonInternal: a panic while serving the stream.
 	reasonInternal
+	// reasonStreamAge: the stream reached the maximum age; the client
+	// should reconnect, to this server or another.
+	reasonStreamAge
 )
 
 var reasons = [...]struct {
@@ -52,6 +55,7 @@ var reasons = [...]struct {
 	reasonReplaced:     {label: "replaced", goaway: "replaced", err: streamsvc.MakeAborted(errors.New("replaced by a newer stream with the same client ID"))},
 	reasonShutdown:     {label: "shutdown", goaway: "shutdown", flush: true, err: streamsvc.MakeUnavailable(errors.New("server shutting down"))},
 	reasonInternal:     {label: "internal", err: status.Error(codes.Internal, "internal error")},
+	reasonStreamAge:    {label: "resource_exhausted", goaway: "max_stream_age", flush: true, err: streamsvc.MakeResourceExhausted(errors.New("maximum stream age reached"))},
 }
 
 func (r closeReason) String() string {

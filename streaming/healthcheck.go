@@ -66,6 +66,10 @@ func (s *Service) check(c *conn, now time.Time) {
 		c.close(reasonInactive, nil)
 	}
 
+	if s.cfg.MaxStreamAge > 0 && now.Sub(c.opened) >= s.cfg.MaxStreamAge {
+		c.close(reasonStreamAge, nil)
+	}
+
 	n := c.sends.Load()
 	switch {
 	case n != h.send:

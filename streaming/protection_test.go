@@ -137,3 +137,24 @@ func TestShutdownSendsGoawayFlushesAndEnds(t *testing.T) {
 		t.Fatalf("stream opened while draining ended with %v", err)
 	}
 }
+
+func TestMaxStreamAgeSendsGoawayAndMembershipsSurvive(t *testing.T) {
+	ts := startServer(t, Config{MaxStreamAge: 200 * time.Millisecond})
+	x := ts.open(t, "x")
+	x.welcome()
+	x.join("room")
+	x.publish("room", "one")
+	x.expect(typeData, "")
+	if g := x.expect(typeControl, actGoaway); str(g.Reason) != "max_stream_age" {
+		t.Fatalf("goaway %s", describe(g))
+	}
+	if err := x.end(); errorName(err) != "resource_exhausted" || !strings.Contains(err.Error(), "maximum stream age") {
+		t.Fatalf("old stream ended with %v", err)
+	}
+	ts.gone(t, "x")
+	again := ts.open(t, "x")
+	again.welcome()
+	if j := again.expect(typeControl, actJoined); !*j.Recovered || *j.Seq != 1 {
+		t.Fatalf("membership not restored: %s", describe(j))
+	}
+}

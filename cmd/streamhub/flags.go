@@ -20,6 +20,8 @@ type options struct {
 	maxPendingBytes    byteSize
 	rateLimit          float64
 	rateBurst          int
+	sendRateLimit      float64
+	sendRateBurst      int
 	drainTimeout       time.Duration
 	logFormat          string
 	metricsLogInterval time.Duration
@@ -50,11 +52,14 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	fs.DurationVar(&c.ProbeTimeout, "probe-timeout", def.ProbeTimeout, "time to answer the probe")
 	fs.Float64Var(&o.rateLimit, "rate-limit", 1000, "inbound messages per second per stream; 0 disables")
 	fs.IntVar(&o.rateBurst, "rate-burst", 100, "inbound burst per stream")
+	fs.Float64Var(&o.sendRateLimit, "send-rate-limit", 0, "outbound messages per second per stream; 0 (the default) disables")
+	fs.IntVar(&o.sendRateBurst, "send-rate-burst", 100, "outbound burst per stream")
 	fs.IntVar(&c.HistorySize, "history-size", def.HistorySize, "messages kept per session")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", def.HistoryTTL, "age after which a message leaves history")
 	fs.DurationVar(&c.SessionTTL, "session-ttl", def.SessionTTL, "how long a membership outlives its connection")
 	fs.IntVar(&c.MaxSessionsPerConnection, "max-sessions-per-connection", def.MaxSessionsPerConnection, "sessions one client may be a member of")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "graceful shutdown budget")
+	fs.DurationVar(&c.MaxStreamAge, "max-stream-age", 0, "streams older than this get a goaway and end, so clients rebalance; 0 disables")
 	fs.Var(&o.maxPendingBytes, "max-pending-bytes", "outbound bytes queued per connection before it counts as a slow consumer")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, terminal or auto")
 	fs.BoolVar(&o.debug, "debug", false, "debug logs, including control messages (never data payloads)")
@@ -117,6 +122,8 @@ func (o *options) validate() error {
 		{"probe-timeout", c.ProbeTimeout > 0},
 		{"rate-limit", o.rateLimit >= 0},
 		{"rate-burst", o.rateBurst > 0 || o.rateLimit == 0},
+		{"send-rate-limit", o.sendRateLimit >= 0},
+		{"send-rate-burst", o.sendRateBurst > 0 || o.sendRateLimit == 0},
 		{"history-size", c.HistorySize > 0},
 		{"history-ttl", c.HistoryTTL > 0},
 		{"session-ttl", c.SessionTTL > 0},
@@ -124,6 +131,7 @@ func (o *options) validate() error {
 		{"drain-timeout", o.drainTimeout > 0},
 		{"max-pending-bytes", c.MaxPendingBytes > 0},
 		{"metrics-log-interval", o.metricsLogInterval >= 0},
+		{"max-stream-age", c.MaxStreamAge >= 0},
 	} {
 		if !v.ok {
 			return fmt.Errorf("--%s must be positive", v.name)

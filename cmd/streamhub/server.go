@@ -113,10 +113,12 @@ func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
 				ClientIDKey: "x-client-id",
 			}.Stream(),
 			interceptors.FlowControl{
-				Method: streamMethod,
-				Limit:  rate.Limit(s.opts.rateLimit),
-				Burst:  s.opts.rateBurst,
-				OnWait: s.obs.metrics.RateLimitWait,
+				Method:    streamMethod,
+				Limit:     rate.Limit(s.opts.rateLimit),
+				Burst:     s.opts.rateBurst,
+				OnWait:    s.obs.metrics.RateLimitWait,
+				SendLimit: rate.Limit(s.opts.sendRateLimit),
+				SendBurst: s.opts.sendRateBurst,
 			}.Stream(),
 		),
 	}
