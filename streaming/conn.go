@@ -33,6 +33,7 @@ type conn struct {
 	stream   streamsvc.StreamDataServerStream
 	ctx      context.Context
 	peer     string
+	ident    *Identity // nil without authentication
 	opened   time.Time
 	q        *outQueue
 
@@ -188,11 +189,20 @@ func (c *conn) attach() {
 	}
 }
 
-// restore attaches one retained membership.
+// restore attaches one retained membership, unless this connection's
+// identity may no longer have it.
 func (c *conn) restore(m *member) {
 	s := m.sess
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !c.ident.May(*s.name) {
+		delete(c.client.members, *s.name)
+		m.leave()
+		reply := control(&actError, s.name)
+		reply.Reason = ptr(errPermissionDenied)
+		c.push(outItem{msg: reply})
+		return
+	}
 	m.conn = c
 	m.gen++
 	if m.state == statePaused {

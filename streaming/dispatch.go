@@ -127,6 +127,10 @@ func (c *conn) control(msg *streamsvc.DataMessage) {
 func (c *conn) joinLocked(msg *streamsvc.DataMessage, implicit bool) *member {
 	cl := c.client
 	name := *msg.SessionID
+	if !c.ident.May(name) {
+		c.refuse(msg, errPermissionDenied)
+		return nil
+	}
 	m := cl.members[name]
 	if m == nil {
 		if len(cl.members) >= c.svc.cfg.MaxSessionsPerConnection {

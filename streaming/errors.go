@@ -37,6 +37,8 @@ const (
 	// reasonStreamAge: the stream reached the maximum age; the client
 	// should reconnect, to this server or another.
 	reasonStreamAge
+	// reasonUnauthenticated: the stream's token expired.
+	reasonUnauthenticated
 )
 
 var reasons = [...]struct {
@@ -45,18 +47,23 @@ var reasons = [...]struct {
 	flush  bool   // deliver what is queued before ending
 	err    error  // what the handler returns; nil means the receive error or OK
 }{
-	reasonNone:         {},
-	reasonClientDone:   {flush: true},
-	reasonClientGone:   {},
-	reasonReceiveLimit: {label: "resource_exhausted"},
-	reasonSendFailed:   {},
-	reasonSlowConsumer: {label: "slow_consumer", err: streamsvc.MakeResourceExhausted(errors.New("slow consumer"))},
-	reasonInactive:     {label: "inactive", err: streamsvc.MakeUnavailable(errors.New("inactive"))},
-	reasonReplaced:     {label: "replaced", goaway: "replaced", err: streamsvc.MakeAborted(errors.New("replaced by a newer stream with the same client ID"))},
-	reasonShutdown:     {label: "shutdown", goaway: "shutdown", flush: true, err: streamsvc.MakeUnavailable(errors.New("server shutting down"))},
-	reasonInternal:     {label: "internal", err: status.Error(codes.Internal, "internal error")},
-	reasonStreamAge:    {label: "resource_exhausted", goaway: "max_stream_age", flush: true, err: streamsvc.MakeResourceExhausted(errors.New("maximum stream age reached"))},
+	reasonNone:            {},
+	reasonClientDone:      {flush: true},
+	reasonClientGone:      {},
+	reasonReceiveLimit:    {label: "resource_exhausted"},
+	reasonSendFailed:      {},
+	reasonSlowConsumer:    {label: "slow_consumer", err: streamsvc.MakeResourceExhausted(errors.New("slow consumer"))},
+	reasonInactive:        {label: "inactive", err: streamsvc.MakeUnavailable(errors.New("inactive"))},
+	reasonReplaced:        {label: "replaced", goaway: "replaced", err: streamsvc.MakeAborted(errors.New("replaced by a newer stream with the same client ID"))},
+	reasonShutdown:        {label: "shutdown", goaway: "shutdown", flush: true, err: streamsvc.MakeUnavailable(errors.New("server shutting down"))},
+	reasonInternal:        {label: "internal", err: status.Error(codes.Internal, "internal error")},
+	reasonStreamAge:       {label: "resource_exhausted", goaway: "max_stream_age", flush: true, err: streamsvc.MakeResourceExhausted(errors.New("maximum stream age reached"))},
+	reasonUnauthenticated: {label: "unauthenticated", err: streamsvc.MakeUnauthenticated(errors.New("token expired"))},
 }
+
+// errPermissionDenied is the reason of the error a client gets for a
+// session its token does not allow.
+const errPermissionDenied = "permission denied"
 
 func (r closeReason) String() string {
 	if l := reasons[r].label; l != "" {

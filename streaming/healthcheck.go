@@ -69,6 +69,9 @@ func (s *Service) check(c *conn, now time.Time) {
 	if s.cfg.MaxStreamAge > 0 && now.Sub(c.opened) >= s.cfg.MaxStreamAge {
 		c.close(reasonStreamAge, nil)
 	}
+	if c.ident != nil && !c.ident.Expires.IsZero() && !now.Before(c.ident.Expires) {
+		c.close(reasonUnauthenticated, nil)
+	}
 
 	n := c.sends.Load()
 	switch {

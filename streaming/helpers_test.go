@@ -93,11 +93,17 @@ func (ts *testServer) open(t *testing.T, clientID string) *testClient {
 // until readAll is called.
 func (ts *testServer) openOn(t *testing.T, cc *grpc.ClientConn, clientID string, read bool) *testClient {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	p := &streamsvc.StreamDataPayload{}
 	if clientID != "" {
 		p.ClientID = &clientID
 	}
+	return ts.openPayload(t, cc, p, read)
+}
+
+// openPayload opens a stream with p's metadata on cc.
+func (ts *testServer) openPayload(t *testing.T, cc *grpc.ClientConn, p *streamsvc.StreamDataPayload, read bool) *testClient {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	res, err := streamsvcc.NewClient(cc).StreamData()(ctx, p)
 	if err != nil {
 		cancel()

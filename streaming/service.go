@@ -11,7 +11,6 @@ import (
 	"time"
 
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
-	"goa.design/goa/v3/security"
 	"google.golang.org/grpc/peer"
 )
 
@@ -20,6 +19,7 @@ type Service struct {
 	cfg      Config
 	metrics  Metrics
 	logCtx   context.Context // for logs not about one stream
+	auth     Authenticator   // nil: identity is x-client-id
 	pool     *pool
 	sessions *sessions
 
@@ -80,17 +80,16 @@ func (s *Service) Connections() int { return s.pool.count() }
 // Sessions is the number of sessions that exist.
 func (s *Service) Sessions() int { return s.sessions.count() }
 
-// JWTAuth accepts every stream: identity comes from x-client-id.
-func (s *Service) JWTAuth(ctx context.Context, _ string, _ *security.JWTScheme) (context.Context, error) {
-	return ctx, nil
-}
-
 // StreamData serves one stream from its opening to its end.
 func (s *Service) StreamData(ctx context.Context, p *streamsvc.StreamDataPayload, stream streamsvc.StreamDataServerStream) error {
-	id := ""
-	if p.ClientID != nil {
+	ident := identityFrom(ctx)
+	var id string
+	switch {
+	case ident != nil:
+		id = ident.ClientID
+	case p.ClientID != nil:
 		id = *p.ClientID
-	} else {
+	default:
 		id = anonymousID()
 	}
 	var addr string
@@ -98,6 +97,7 @@ func (s *Service) StreamData(ctx context.Context, p *streamsvc.StreamDataPayload
 		addr = pr.Addr.String()
 	}
 	c := newConn(s, id, stream, ctx, addr, time.Now())
+	c.ident = ident
 	old, err := s.pool.register(c)
 	if err != nil {
 		return err

@@ -27,6 +27,7 @@ type options struct {
 	metricsLogInterval time.Duration
 	otlpEndpoint       string
 	debug              bool
+	security           security
 }
 
 // parseOptions reads the flags in args, falling back to STREAMHUB_<NAME>
@@ -61,6 +62,12 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "graceful shutdown budget")
 	fs.DurationVar(&c.MaxStreamAge, "max-stream-age", 0, "streams older than this get a goaway and end, so clients rebalance; 0 disables")
 	fs.Var(&o.maxPendingBytes, "max-pending-bytes", "outbound bytes queued per connection before it counts as a slow consumer")
+	fs.StringVar(&o.security.tlsCert, "tls-cert", "", "TLS certificate file (PEM); with --tls-key, serve TLS")
+	fs.StringVar(&o.security.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	fs.StringVar(&o.security.tlsClientCA, "tls-client-ca", "", "CA certificates (PEM) that client certificates must chain to: mutual TLS")
+	fs.StringVar(&o.security.auth, "auth", "none", "none (identity from x-client-id) or jwt (identity from a bearer JWT)")
+	fs.StringVar(&o.security.jwtSecretFile, "jwt-secret-file", "", "HS256 secret for --auth jwt")
+	fs.StringVar(&o.security.jwtPublicKeyFile, "jwt-public-key-file", "", "RS256 or ES256 public key (PEM) for --auth jwt")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, terminal or auto")
 	fs.BoolVar(&o.debug, "debug", false, "debug logs, including control messages (never data payloads)")
 	fs.DurationVar(&o.metricsLogInterval, "metrics-log-interval", 60*time.Second, "periodic summary log line; 0 disables")
@@ -136,6 +143,9 @@ func (o *options) validate() error {
 		if !v.ok {
 			return fmt.Errorf("--%s must be positive", v.name)
 		}
+	}
+	if err := o.security.validate(); err != nil {
+		return err
 	}
 	switch o.logFormat {
 	case "auto", "json", "text", "terminal":

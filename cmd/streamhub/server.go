@@ -48,28 +48,46 @@ type server struct {
 	draining atomic.Bool
 }
 
-// newServer listens on the configured addresses and wires everything; serve
-// starts serving.
+// newServer loads the keys and certificates, listens on the configured
+// addresses and wires everything; serve starts serving.
 func newServer(ctx context.Context, o *options) (*server, error) {
+	auth, err := o.security.authenticator()
+	if err != nil {
+		return nil, err
+	}
+	creds, err := o.security.credentials()
+	if err != nil {
+		return nil, err
+	}
 	s := &server{opts: o}
-	var err error
 	if s.grpcLis, err = net.Listen("tcp", o.grpcAddr); err != nil {
 		return nil, fmt.Errorf("gRPC listener: %w", err)
 	}
 	if o.adminAddr != "" {
 		if s.adminLis, err = net.Listen("tcp", o.adminAddr); err != nil {
-			s.closeListeners()
+			s.grpcLis.Close()
 			return nil, fmt.Errorf("admin listener: %w", err)
 		}
 	}
-
 	s.obs, err = newObservability(ctx, o, func() (int, int) { return s.svc.Connections(), s.svc.Sessions() })
 	if err != nil {
-		s.closeListeners()
+		s.grpcLis.Close()
+		if s.adminLis != nil {
+			s.adminLis.Close()
+		}
 		return nil, err
 	}
-	s.svc = streaming.New(o.stream, streaming.WithMetrics(s.obs.metrics), streaming.WithLogContext(ctx))
-	s.grpc = grpc.NewServer(s.grpcOptions(ctx)...)
+
+	svcOpts := []streaming.Option{streaming.WithMetrics(s.obs.metrics), streaming.WithLogContext(ctx)}
+	if auth != nil {
+		svcOpts = append(svcOpts, streaming.WithAuthenticator(auth))
+	}
+	s.svc = streaming.New(o.stream, svcOpts...)
+	grpcOpts := s.grpcOptions(ctx)
+	if creds != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(creds))
+	}
+	s.grpc = grpc.NewServer(grpcOpts...)
 	streampb.RegisterStreamServiceServer(s.grpc, streamsvr.New(streamsvc.NewEndpoints(s.svc), nil))
 	s.health = grpchealth.NewServer()
 	s.health.SetServingStatus(grpcServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -104,7 +122,10 @@ func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
 		grpc.MaxSendMsgSize(c.MaxMessageSize),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithMeterProvider(s.obs.provider))),
 		grpc.ChainStreamInterceptor(
-			log.StreamServerInterceptor(ctx, log.WithDisableCallLogging()),
+			// No per-call logger: Clue's debug interceptor sets the debug
+			// switch on the logger's shared options, which is only safe
+			// when every stream logs through the one logger and its lock.
+			log.StreamServerInterceptor(ctx, log.WithDisableCallLogging(), log.WithDisableCallID()),
 			interceptors.Recovery(),
 			debug.StreamServerInterceptor(),
 			interceptors.Monitoring{
@@ -134,13 +155,6 @@ func (r readiness) Ping(context.Context) error {
 		return errors.New("draining")
 	}
 	return nil
-}
-
-func (s *server) closeListeners() {
-	s.grpcLis.Close()
-	if s.adminLis != nil {
-		s.adminLis.Close()
-	}
 }
 
 // grpcAddr and adminAddr are the addresses actually listened on.
