@@ -20,12 +20,15 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	streamsvcc "github.com/streamhub/streamhub/gen/grpc/stream_service/client"
+	streampb "github.com/streamhub/streamhub/gen/grpc/stream_service/pb"
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 	"goa.design/clue/log"
 	goa "goa.design/goa/v3/pkg"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 // pki is a CA with a server and a client certificate, as PEM files.
@@ -208,3 +211,42 @@ func TestSecurityOptions(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
+
+// TestMalformedPathIsNotRouted sends StreamData under :path values that are
+// not exactly the method's: none may reach the service around the
+// interceptors, which match the exact full method name.
+func TestMalformedPathIsNotRouted(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secretFile, []byte("a secret of at least thirty-two bytes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startMain(t, "--auth", "jwt", "--jwt-secret-file", secretFile)
+	cc, err := grpc.NewClient(s.grpcAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for _, path := range []string{
+		"stream_service.StreamService/StreamData",
+		"//stream_service.StreamService/StreamData",
+		"/stream_service.StreamService/StreamData/",
+		"/stream_service.StreamService//StreamData",
+		"/Stream_service.StreamService/StreamData",
+	} {
+		t.Run(path, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			stream, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, path)
+			if err == nil {
+				var reply streampb.StreamDataResponse
+				err = stream.RecvMsg(&reply)
+				if err == nil {
+					t.Fatalf("served: got %v", &reply)
+				}
+			}
+			if code := status.Code(err); code != codes.Unimplemented {
+				t.Fatalf("err = %v, want Unimplemented", err)
+			}
+		})
+	}
+}
