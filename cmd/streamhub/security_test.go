@@ -25,8 +25,8 @@ import (
 	"goa.design/clue/log"
 	goa "goa.design/goa/v3/pkg"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
@@ -210,7 +210,6 @@ func TestSecurityOptions(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
-
 
 // TestMalformedPathIsNotRouted sends StreamData under :path values that are
 // not exactly the method's: none may reach the service around the
