@@ -20,16 +20,17 @@ import (
 // e2eTimeout bounds every wait of the end-to-end tests.
 const e2eTimeout = 10 * time.Second
 
-// startStreamHub serves a real StreamHub with cfg on a loopback port until
-// the test ends, and returns the CLI's -url for it.
-func startStreamHub(t *testing.T, cfg streaming.Config) string {
+// startStreamHub serves a real StreamHub with cfg and the gRPC server
+// options opts (e.g. TLS credentials) on a loopback port until the test
+// ends, and returns the CLI's -url for it, a grpc:// URL.
+func startStreamHub(t *testing.T, cfg streaming.Config, opts ...grpc.ServerOption) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	svc := streaming.New(cfg)
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(opts...)
 	streampb.RegisterStreamServiceServer(gs, streamsvr.New(streamsvc.NewEndpoints(svc), nil))
 	served := make(chan struct{})
 	go func() {

@@ -16,6 +16,7 @@ import (
 	goa "goa.design/goa/v3/pkg"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
@@ -35,46 +36,58 @@ const (
 	maxRecvMessageSize = 64 << 20
 )
 
-// parseTarget turns the -url flag into the host:port to dial. It accepts
-// grpc://HOST[:PORT] as in Goa-generated CLIs and a bare HOST[:PORT] as in
-// grpcurl; the port defaults to the server's.
-func parseTarget(raw string) (string, error) {
+// parseTarget turns the -url flag into the host:port to dial and whether its
+// scheme asks for TLS. It accepts grpc://HOST[:PORT] as in Goa-generated
+// CLIs, grpcs://HOST[:PORT] for TLS, and a bare HOST[:PORT] as in grpcurl;
+// the port defaults to the server's.
+func parseTarget(raw string) (target string, secure bool, err error) {
 	s := raw
 	if !strings.Contains(s, "://") {
 		s = "grpc://" + s
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", fmt.Errorf("invalid URL %q: %w", raw, err)
+		return "", false, fmt.Errorf("invalid URL %q: %w", raw, err)
 	}
 	switch u.Scheme {
 	case "grpc":
 	case "grpcs":
-		return "", fmt.Errorf("invalid URL %q: TLS (grpcs) is not supported yet", raw)
+		secure = true
 	default:
-		return "", fmt.Errorf("invalid URL %q: scheme must be grpc", raw)
+		return "", false, fmt.Errorf("invalid URL %q: scheme must be grpc or grpcs", raw)
 	}
 	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("invalid URL %q: want grpc://HOST:PORT", raw)
+		return "", false, fmt.Errorf("invalid URL %q: want grpc://HOST:PORT or grpcs://HOST:PORT", raw)
 	}
 	host, port := u.Hostname(), u.Port()
 	if host == "" {
-		return "", fmt.Errorf("invalid URL %q: missing host", raw)
+		return "", false, fmt.Errorf("invalid URL %q: missing host", raw)
 	}
 	if port == "" {
 		port = defaultPort
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("invalid URL %q: bad port %q", raw, port)
+		return "", false, fmt.Errorf("invalid URL %q: bad port %q", raw, port)
 	}
-	return net.JoinHostPort(host, port), nil
+	return net.JoinHostPort(host, port), secure, nil
 }
 
-// dialOptions says how the CLI connects to the server. Transport security
-// belongs here too, so that TLS flags change this function only.
-func dialOptions() []grpc.DialOption {
+// dialOptions says how the CLI connects to the server, over TLS if sec asks
+// for it. Its errors are about the TLS files: the command line named files
+// that cannot be used.
+func dialOptions(sec tlsSettings) ([]grpc.DialOption, error) {
+	creds := insecure.NewCredentials()
+	if sec.enabled {
+		cfg, err := sec.clientConfig()
+		if err != nil {
+			return nil, err
+		}
+		// Without -tls-server-name, grpc-go verifies the -url host, as
+		// cfg.ServerName is then empty.
+		creds = credentials.NewTLS(cfg)
+	}
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		// Streams are long-lived and may be idle for minutes; pings find a
 		// dead server. 30s stays above the server's enforcement MinTime
 		// (20s), which would otherwise close the connection with
@@ -86,7 +99,7 @@ func dialOptions() []grpc.DialOption {
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMessageSize)),
 		grpc.WithUserAgent("streamhub-cli"),
-	}
+	}, nil
 }
 
 // endRecorder remembers the raw gRPC error that ended the stream. The

@@ -16,9 +16,10 @@ import (
 
 func TestParseTarget(t *testing.T) {
 	tests := []struct {
-		url     string
-		want    string
-		wantErr bool
+		url        string
+		want       string
+		wantSecure bool
+		wantErr    bool
 	}{
 		{url: "grpc://localhost:50051", want: "localhost:50051"},
 		{url: "grpc://127.0.0.1:4000/", want: "127.0.0.1:4000"},
@@ -27,7 +28,12 @@ func TestParseTarget(t *testing.T) {
 		{url: "grpc://example.com", want: "example.com:50051"},
 		{url: "[::1]:4000", want: "[::1]:4000"},
 		{url: "grpc://[::1]", want: "[::1]:50051"},
-		{url: "grpcs://example.com:443", wantErr: true}, // TLS is not there yet
+		{url: "grpcs://example.com:443", want: "example.com:443", wantSecure: true},
+		{url: "grpcs://example.com", want: "example.com:50051", wantSecure: true},
+		{url: "grpcs://[::1]:4000/", want: "[::1]:4000", wantSecure: true},
+		{url: "grpcs://example.com/path", wantErr: true},
+		{url: "grpcs://:443", wantErr: true},
+		{url: "https://example.com:443", wantErr: true},
 		{url: "http://localhost:50051", wantErr: true},
 		{url: "grpc://localhost:50051/path", wantErr: true},
 		{url: "grpc://user@localhost:50051", wantErr: true},
@@ -39,15 +45,15 @@ func TestParseTarget(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
-			got, err := parseTarget(tt.url)
+			got, secure, err := parseTarget(tt.url)
 			if tt.wantErr {
 				if err == nil {
-					t.Fatalf("parseTarget(%q) = %q, want an error", tt.url, got)
+					t.Fatalf("parseTarget(%q) = %q, %v; want an error", tt.url, got, secure)
 				}
 				return
 			}
-			if err != nil || got != tt.want {
-				t.Fatalf("parseTarget(%q) = %q, %v; want %q", tt.url, got, err, tt.want)
+			if err != nil || got != tt.want || secure != tt.wantSecure {
+				t.Fatalf("parseTarget(%q) = %q, %v, %v; want %q, %v", tt.url, got, secure, err, tt.want, tt.wantSecure)
 			}
 		})
 	}

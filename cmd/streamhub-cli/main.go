@@ -62,10 +62,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	stream, err := openStream(ctx, cancel, cmd.endpoint, cmd.payload, cmd.cfg.timeout, cmd.ends)
 	if err != nil {
 		out.errorf("could not open the stream to %s: %s", cmd.cfg.target, describe(err))
+		if hint := openHint(cmd.cfg.tls, err); hint != "" {
+			out.errorf("%s", hint)
+		}
 		return exitStream
 	}
 	if cmd.cfg.verbose {
-		out.errorf("stream open to %s", cmd.cfg.target)
+		over := "plaintext"
+		if cmd.cfg.tls.enabled {
+			over = "TLS"
+		}
+		out.errorf("stream open to %s over %s", cmd.cfg.target, over)
 	}
 
 	d := &driver{
@@ -90,6 +97,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // config is what the global flags ask for.
 type config struct {
 	target  string        // host:port to dial, from -url
+	tls     tlsSettings   // transport security, from -url's scheme and the -tls flags
 	timeout time.Duration // longest wait for the stream to open; never a stream deadline
 	session string        // text mode's session, "" for scripted mode
 	verbose bool
@@ -142,10 +150,16 @@ func parseCommand(args []string, stderr io.Writer) (*command, int) {
 		return nil, exitUsage
 	}
 
+	opts, err := dialOptions(cfg.tls)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, exitUsage
+	}
+
 	// NewClient does not connect: a command line that turns out to be bad
 	// below costs nothing on the network.
 	ends := &endRecorder{}
-	conn, err := grpc.NewClient(cfg.target, append(dialOptions(), grpc.WithChainStreamInterceptor(ends.interceptor))...)
+	conn, err := grpc.NewClient(cfg.target, append(opts, grpc.WithChainStreamInterceptor(ends.interceptor))...)
 	if err != nil {
 		fmt.Fprintf(stderr, "could not connect to gRPC server at %s: %v\n", cfg.target, err)
 		return nil, exitStream
@@ -172,6 +186,12 @@ type globalFlags struct {
 	timeout timeoutValue
 	session string
 	verbose bool
+
+	tls           bool
+	tlsCA         string
+	tlsCert       string
+	tlsKey        string
+	tlsServerName string
 }
 
 // newGlobalFlags defines the global flags on a fresh flag set that reports
@@ -180,11 +200,16 @@ func newGlobalFlags(prog string, stderr io.Writer) (*flag.FlagSet, *globalFlags)
 	g := &globalFlags{timeout: timeoutValue(10 * time.Second)}
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&g.url, "url", defaultURL, "server URL: grpc://HOST:PORT or HOST:PORT")
+	fs.StringVar(&g.url, "url", defaultURL, "server URL: grpc://HOST:PORT, grpcs://HOST:PORT (TLS) or HOST:PORT")
 	fs.Var(&g.timeout, "timeout", "longest wait for the stream to open (a duration, or seconds)")
 	fs.StringVar(&g.session, "session", "", "text mode: send plain lines as data to this session")
 	fs.BoolVar(&g.verbose, "verbose", false, "echo sent messages on stderr")
 	fs.BoolVar(&g.verbose, "v", false, "echo sent messages on stderr")
+	fs.BoolVar(&g.tls, "tls", false, "connect over TLS, trusting the system's CA certificates")
+	fs.StringVar(&g.tlsCA, "tls-ca", "", "trust the CA certificates in this PEM `file` instead of the system's (implies -tls)")
+	fs.StringVar(&g.tlsCert, "tls-cert", "", "client certificate PEM `file` for mutual TLS, with -tls-key (implies -tls)")
+	fs.StringVar(&g.tlsKey, "tls-key", "", "client private key PEM `file` for mutual TLS, with -tls-cert (implies -tls)")
+	fs.StringVar(&g.tlsServerName, "tls-server-name", "", "verify the server's certificate for this `name` instead of the -url host (implies -tls)")
 	fs.Usage = func() { usage(stderr, prog) }
 	return fs, g
 }
@@ -194,15 +219,28 @@ var identifierRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
 // config checks the parsed flags.
 func (g *globalFlags) config() (config, error) {
-	target, err := parseTarget(g.url)
+	target, secure, err := parseTarget(g.url)
 	if err != nil {
+		return config{}, err
+	}
+	// Any TLS flag turns TLS on, even with a grpc:// URL (the default -url
+	// is one): a flag asking for a CA or a client certificate must never
+	// end in a plaintext connection.
+	sec := tlsSettings{
+		enabled:    secure || g.tls || g.tlsCA != "" || g.tlsCert != "" || g.tlsKey != "" || g.tlsServerName != "",
+		caFile:     g.tlsCA,
+		certFile:   g.tlsCert,
+		keyFile:    g.tlsKey,
+		serverName: g.tlsServerName,
+	}
+	if err := sec.check(); err != nil {
 		return config{}, err
 	}
 	// Checked here because the server would refuse every line otherwise.
 	if g.session != "" && !identifierRE.MatchString(g.session) {
 		return config{}, fmt.Errorf("invalid -session %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", g.session)
 	}
-	return config{target: target, timeout: time.Duration(g.timeout), session: g.session, verbose: g.verbose}, nil
+	return config{target: target, tls: sec, timeout: time.Duration(g.timeout), session: g.session, verbose: g.verbose}, nil
 }
 
 // timeoutValue is the -timeout flag: a Go duration ("10s"), or a bare number
@@ -232,13 +270,24 @@ func usage(w io.Writer, prog string) {
 	fmt.Fprintf(w, `%[1]s is a command line client for the streamhub API.
 
 Usage:
-    %[1]s [-url URL] [-timeout DURATION] [-session NAME] [-verbose|-v] SERVICE ENDPOINT [flags]
+    %[1]s [-url URL] [-timeout DURATION] [-session NAME] [-verbose|-v]
+        [-tls] [-tls-ca FILE] [-tls-cert FILE -tls-key FILE] [-tls-server-name NAME]
+        SERVICE ENDPOINT [flags]
 
-    -url URL:          server URL, grpc://HOST:PORT or HOST:PORT (%[2]s)
+    -url URL:          server URL, grpc://HOST:PORT, grpcs://HOST:PORT (TLS)
+                       or HOST:PORT (%[2]s)
     -timeout DURATION: longest wait for the stream to open, e.g. 10s, or seconds (10s);
                        the stream itself has no deadline
     -session NAME:     text mode, see below
     -verbose|-v:       echo sent messages on stderr (false)
+
+TLS (a grpcs:// URL or any of these flags turns it on; TLS 1.2 at least):
+    -tls:                   connect over TLS, trusting the system's CA certificates
+    -tls-ca FILE:           trust the CA certificates in this PEM file instead
+    -tls-cert FILE:         client certificate (PEM) for mutual TLS, with -tls-key
+    -tls-key FILE:          the client certificate's private key (PEM)
+    -tls-server-name NAME:  name to verify in the server's certificate instead
+                            of the -url host
 
 Commands:
 %[3]s
@@ -268,6 +317,8 @@ Examples:
     echo '{"type":"control","action":"join","session_id":"lobby"}' | %[1]s stream-service stream-data --client-id alice
     echo '{"type":"data","session_id":"lobby","data":"aGVsbG8="}' | %[1]s stream-service stream-data --client-id bob
     %[1]s -session lobby stream-service stream-data --client-id carol
+    %[1]s -url grpcs://hub.example.com:50051 -tls-ca ca.pem stream-service stream-data --token "$JWT"
+    %[1]s -url 10.0.0.7:50051 -tls-ca ca.pem -tls-cert me.pem -tls-key me-key.pem -tls-server-name hub.example.com stream-service stream-data
     ... | %[1]s stream-service stream-data | jq -r 'select(.type == "data") | .data | @base64d'
 `, prog, defaultURL, indent(strings.Join(cli.UsageCommands(), "\n")), indent(strings.TrimSuffix(cli.UsageExamples(), "\n")))
 }

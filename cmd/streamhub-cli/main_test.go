@@ -44,6 +44,7 @@ func TestRunCommandLine(t *testing.T) {
 			wantStderr: []string{
 				"stream-service stream-data", // the generated commands
 				"-url URL", "-session NAME", "Text mode", "--client-id alice", `"type":"control"`,
+				"-tls-ca FILE", "-tls-cert FILE", "-tls-server-name NAME", "-url grpcs://", // TLS flags and an example
 			},
 		},
 		{name: "no command", args: nil, wantCode: exitUsage, wantStderr: []string{"not enough arguments", "--help"}},
