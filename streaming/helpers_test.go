@@ -76,7 +76,7 @@ func (ts *testServer) dial(t testing.TB) *grpc.ClientConn {
 // testClient is one stream opened with the generated client. Unless
 // opened with noRead, a goroutine reads every message into msgs.
 type testClient struct {
-	t      *testing.T
+	t      testing.TB
 	stream *streamsvcc.StreamDataClientStream
 	cancel context.CancelFunc
 	msgs   chan *streamsvc.DataMessage
@@ -100,8 +100,14 @@ func (ts *testServer) openOn(t *testing.T, cc *grpc.ClientConn, clientID string,
 	return ts.openPayload(t, cc, p, read)
 }
 
+// openOnB opens a reading stream as clientID for a benchmark.
+func (ts *testServer) openOnB(b *testing.B, clientID string) *testClient {
+	b.Helper()
+	return ts.openPayload(b, ts.dial(b), &streamsvc.StreamDataPayload{ClientID: &clientID}, true)
+}
+
 // openPayload opens a stream with p's metadata on cc.
-func (ts *testServer) openPayload(t *testing.T, cc *grpc.ClientConn, p *streamsvc.StreamDataPayload, read bool) *testClient {
+func (ts *testServer) openPayload(t testing.TB, cc *grpc.ClientConn, p *streamsvc.StreamDataPayload, read bool) *testClient {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	res, err := streamsvcc.NewClient(cc).StreamData()(ctx, p)

@@ -63,13 +63,18 @@ func (q *outQueue) push(it outItem) pushResult {
 		q.mu.Unlock()
 		return pushFull
 	}
+	wasEmpty := len(q.items) == 0
 	q.items = append(q.items, it)
 	q.pending++
 	q.bytes += n
 	q.mu.Unlock()
-	select {
-	case q.notify <- struct{}{}:
-	default:
+	// The sender waits only after taking an empty queue, so only the push
+	// that makes the queue non-empty needs to wake it.
+	if wasEmpty {
+		select {
+		case q.notify <- struct{}{}:
+		default:
+		}
 	}
 	return pushed
 }
