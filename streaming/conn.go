@@ -53,7 +53,8 @@ type conn struct {
 	received atomic.Uint64
 	sends    atomic.Uint64 // incremented before and after each send: odd while one is in progress
 
-	hk housekeeping // owned by the housekeeper
+	serving atomic.Bool  // set once serve starts; the housekeeper leaves it alone before
+	hk      housekeeping // owned by the housekeeper
 
 	// Owned by the sender.
 	replays []*replay
@@ -76,7 +77,7 @@ func newConn(svc *Service, id string, stream streamsvc.StreamDataServerStream, c
 		finished:   make(chan struct{}),
 		hk:         housekeeping{recvAt: now, sendAt: now},
 	}
-	c.clientID = &c.id
+	c.clientID = ptr(id) // not &c.id: history entries point at it and must not keep c alive
 	return c
 }
 
@@ -113,13 +114,8 @@ func (c *conn) push(it outItem) {
 
 // serve runs the stream until it ends and returns its final status.
 func (c *conn) serve() error {
-	c.push(outItem{msg: &streamsvc.DataMessage{
-		Type:      typeControl,
-		Action:    &actWelcome,
-		ClientID:  c.clientID,
-		Timestamp: ptr(c.opened.UnixMilli()),
-	}})
 	c.attach()
+	c.serving.Store(true)
 
 	c.running.Add(2)
 	c.svc.wg.Add(2)
@@ -200,7 +196,7 @@ func (c *conn) restore(m *member) {
 		m.leave()
 		reply := control(&actError, s.name)
 		reply.Reason = ptr(errPermissionDenied)
-		c.push(outItem{msg: reply})
+		c.q.pushRestore(outItem{msg: reply})
 		return
 	}
 	m.conn = c
@@ -209,12 +205,12 @@ func (c *conn) restore(m *member) {
 		_, complete := s.hist.Read(m.sent.Load(), nil)
 		reply := control(&actJoined, s.name)
 		reply.Seq, reply.Epoch, reply.Recovered = ptr(s.hist.Last()), s.epoch, &complete
-		c.push(outItem{msg: reply})
-		c.push(outItem{msg: control(&actPaused, s.name)})
+		c.q.pushRestore(outItem{msg: reply})
+		c.q.pushRestore(outItem{msg: control(&actPaused, s.name)})
 		return
 	}
 	m.state = stateReplaying
-	c.push(outItem{m: m, start: &replayStart{gen: m.gen, action: &actJoined, fromSent: true}})
+	c.q.pushRestore(outItem{m: m, start: &replayStart{gen: m.gen, action: &actJoined, fromSent: true}})
 }
 
 // detach leaves the memberships to be retained, unless a newer connection
@@ -284,6 +280,15 @@ func (c *conn) sendLoop() {
 	defer c.exit()
 	defer close(c.senderDone)
 	defer c.recoverPanic()
+	welcome := &streamsvc.DataMessage{
+		Type:      typeControl,
+		Action:    &actWelcome,
+		ClientID:  c.clientID,
+		Timestamp: ptr(c.opened.UnixMilli()),
+	}
+	if c.send(welcome) != nil { // first, whatever else is already queued
+		return
+	}
 	var batch []outItem
 	for {
 		if c.isClosing() {
@@ -325,7 +330,14 @@ func (c *conn) sendFinal(batch []outItem) {
 		}
 	}
 	if r.flush {
-		c.sendAll(c.q.take(batch))
+		if !c.sendAll(c.q.take(batch)) {
+			return
+		}
+		// Replays under way, including those the flush just started, are
+		// part of what the client was promised. The send timeout and the
+		// drain deadline bound this.
+		for len(c.replays) > 0 && c.replayStep() {
+		}
 	}
 }
 

@@ -2,11 +2,15 @@ package streaming
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 	"goa.design/clue/log"
 )
+
+// maxReasonLen bounds the reason of an error reply.
+const maxReasonLen = 256
 
 // handle serves one client message. A message that cannot be served gets a
 // control error and changes nothing else.
@@ -43,6 +47,9 @@ func (c *conn) handle(msg *streamsvc.DataMessage) {
 
 // refuse answers msg (nil when it could not be decoded) with an error.
 func (c *conn) refuse(msg *streamsvc.DataMessage, reason string) {
+	if len(reason) > maxReasonLen { // validation errors quote the offending value
+		reason = strings.ToValidUTF8(reason[:maxReasonLen], "") + "…"
+	}
 	reply := control(&actError, nil)
 	reply.Reason = &reason
 	if msg != nil {

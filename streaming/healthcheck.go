@@ -44,7 +44,9 @@ func (s *Service) tick(now time.Time, conns []*conn) []*conn {
 	}()
 	conns = s.pool.conns(conns[:0])
 	for _, c := range conns {
-		s.check(c, now)
+		if c.serving.Load() {
+			s.check(c, now)
+		}
 	}
 	clear(conns)
 	s.sessions.sweep(now.Add(-s.cfg.HistoryTTL))

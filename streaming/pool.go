@@ -19,7 +19,6 @@ type client struct {
 	conn       *conn              // the connection the memberships are attached to
 	members    map[string]*member // by session name
 	detachedAt time.Time          // when conn last became nil
-	gone       bool               // expired and removed from the pool
 }
 
 // pool holds the clients by ID and enforces the connection limit: the
@@ -109,7 +108,6 @@ func (p *pool) expire(cutoff time.Time) {
 		}
 		cl.mu.Lock()
 		if cl.conn == nil && cl.detachedAt.Before(cutoff) {
-			cl.gone = true
 			delete(p.clients, id)
 			expired = append(expired, cl)
 		}

@@ -16,9 +16,14 @@ type outItem struct {
 	m     *member                // the membership an entry or start is for
 }
 
+// size is what the item counts against the pending-bytes bound: the
+// variable-length content it carries.
 func (it *outItem) size() int {
-	if it.entry != nil {
+	switch {
+	case it.entry != nil:
 		return len(it.entry.Msg.Data)
+	case it.msg != nil && it.msg.Reason != nil:
+		return len(*it.msg.Reason)
 	}
 	return 0
 }
@@ -53,13 +58,24 @@ const (
 )
 
 func (q *outQueue) push(it outItem) pushResult {
+	return q.pushBounded(it, true)
+}
+
+// pushRestore queues one of the items a reconnecting client's memberships
+// need, whatever the bounds: there are at most two per membership, and a
+// client must be able to come back with all of them.
+func (q *outQueue) pushRestore(it outItem) {
+	q.pushBounded(it, false)
+}
+
+func (q *outQueue) pushBounded(it outItem, bounded bool) pushResult {
 	n := it.size()
 	q.mu.Lock()
 	switch {
 	case q.closed:
 		q.mu.Unlock()
 		return pushClosed
-	case q.pending >= q.maxItems || (n > 0 && q.bytes+n > q.maxBytes):
+	case bounded && (q.pending >= q.maxItems || (n > 0 && q.bytes+n > q.maxBytes)):
 		q.mu.Unlock()
 		return pushFull
 	}

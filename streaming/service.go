@@ -105,10 +105,21 @@ func (s *Service) StreamData(ctx context.Context, p *streamsvc.StreamDataPayload
 	c.running.Store(1)
 	defer c.exit()
 	if old != nil {
-		// The old stream must be gone before this one takes its memberships;
-		// it ends within its send timeout.
+		// The old stream must be gone before this one takes its memberships.
+		// Its goaway may be stuck behind a client that does not read, so it
+		// gets the send timeout and is then cut off.
 		old.close(reasonReplaced, nil)
-		<-old.finished
+		cutoff := time.AfterFunc(s.cfg.SendTimeout, old.kill)
+		select {
+		case <-old.finished:
+		case <-c.killed: // shutdown ran out of time, or a newer stream replaced this one
+			old.kill()
+			<-old.finished
+		case <-ctx.Done():
+			old.kill()
+			<-old.finished
+		}
+		cutoff.Stop()
 	}
 	if c.isClosing() { // shut down while waiting
 		return c.status()

@@ -185,7 +185,9 @@ func (r *sessions) sweepOne(s *session, cutoff time.Time) {
 
 // leave ends the membership. Called with s.mu held.
 func (m *member) leave() {
-	delete(m.sess.members, m.client.id)
+	if m.sess.members[m.client.id] == m { // a newer client object may hold the ID's place
+		delete(m.sess.members, m.client.id)
+	}
 	m.state = stateLeft
 	m.conn = nil
 	m.gen++
@@ -232,7 +234,7 @@ func (s *session) startReplay(c *conn, m *member, st *replayStart) (*streamsvc.D
 	if m.gen != st.gen || m.conn != c || m.state != stateReplaying {
 		return reply, nil // superseded by a later join, pause, leave or reconnect
 	}
-	m.sent.Store(from)
+	m.sent.Store(min(from, last)) // a seq beyond last must not hide what comes next
 	if from >= last {
 		m.state = stateLive
 		return reply, nil
