@@ -15,7 +15,7 @@ func BenchmarkPublish(b *testing.B) {
 	for _, n := range []int{1, 10, 100, 1000} {
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
 			svc := &Service{cfg: Config{}.withDefaults(), metrics: nopMetrics{}}
-			s := newSessions(NewMemoryHistory(1000)).create("room")
+			s := newSessions(NewMemoryHistory(1000, 1<<30), 0).create("room")
 			conns := make([]*conn, n)
 			for i := range conns {
 				c := newConn(svc, fmt.Sprint("c", i), nil, nil, "", time.Now())
@@ -43,7 +43,7 @@ func BenchmarkPublish(b *testing.B) {
 
 // BenchmarkHistory measures appending to and reading from a full history.
 func BenchmarkHistory(b *testing.B) {
-	h := NewMemoryHistory(1000)("room")
+	h := NewMemoryHistory(1000, 1<<30)("room")
 	for range 1000 {
 		h.Append(func(seq uint64) *Entry { return &Entry{seq: seq} })
 	}

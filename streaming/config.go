@@ -33,6 +33,12 @@ type Config struct {
 	HistorySize int
 	// HistoryTTL is the age after which a message leaves history. Default 10m.
 	HistoryTTL time.Duration
+	// HistoryMaxBytes is the payload bytes each session's history may hold;
+	// the oldest messages leave first. Default 64 MiB.
+	HistoryMaxBytes int
+	// MaxSessions is the number of sessions that may exist at once; a join
+	// that would create one more is refused. Default 100000.
+	MaxSessions int
 	// SessionTTL is how long a membership outlives its connection. Default 5m.
 	SessionTTL time.Duration
 	// MaxSessionsPerConnection is the number of sessions one client may be a
@@ -60,6 +66,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.ProbeTimeout, 10*time.Second)
 	setDefault(&c.HistorySize, 1000)
 	setDefault(&c.HistoryTTL, 10*time.Minute)
+	setDefault(&c.HistoryMaxBytes, 64<<20)
+	setDefault(&c.MaxSessions, 100000)
 	setDefault(&c.SessionTTL, 5*time.Minute)
 	setDefault(&c.MaxSessionsPerConnection, 100)
 	return c

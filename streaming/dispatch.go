@@ -145,6 +145,10 @@ func (c *conn) joinLocked(msg *streamsvc.DataMessage, implicit bool) *member {
 			return nil
 		}
 		s := c.svc.sessions.lock(name)
+		if s == nil {
+			c.refuse(msg, fmt.Sprintf("too many sessions on this server: at most %d", c.svc.cfg.MaxSessions))
+			return nil
+		}
 		m = &member{client: cl, sess: s}
 		s.members[cl.id] = m
 		cl.members[name] = m

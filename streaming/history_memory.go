@@ -6,24 +6,28 @@ import (
 	"time"
 )
 
-// memoryHistory keeps the last size messages of a session in a ring that
-// grows on demand, so an idle session costs little.
+// memoryHistory keeps the last size messages of a session, and no more
+// than maxBytes of payload, in a ring that grows on demand, so an idle
+// session costs little.
 type memoryHistory struct {
-	epoch string
-	size  int
-	last  uint64   // seq of the newest message ever appended
-	ring  []*Entry // len(ring) <= size
-	head  int      // index of the oldest entry held
-	n     int      // entries held
+	epoch    string
+	size     int
+	maxBytes int
+	bytes    int      // payload bytes held
+	last     uint64   // seq of the newest message ever appended
+	ring     []*Entry // len(ring) <= size
+	head     int      // index of the oldest entry held
+	n        int      // entries held
 }
 
 var _ History = (*memoryHistory)(nil)
 
 // NewMemoryHistory returns a HistoryFactory of in-process histories that
-// keep at most size messages each.
-func NewMemoryHistory(size int) HistoryFactory {
+// keep at most size messages and maxBytes of payload each; the newest
+// message is kept whatever its size.
+func NewMemoryHistory(size, maxBytes int) HistoryFactory {
 	return func(string) History {
-		return &memoryHistory{epoch: newEpoch(), size: max(size, 1)}
+		return &memoryHistory{epoch: newEpoch(), size: max(size, 1), maxBytes: maxBytes}
 	}
 }
 
@@ -35,16 +39,25 @@ func (h *memoryHistory) Append(build func(seq uint64) *Entry) *Entry {
 		if len(h.ring) < h.size {
 			h.grow()
 		} else {
-			h.ring[h.head] = nil
-			h.head = (h.head + 1) % len(h.ring)
-			h.n--
+			h.dropOldest()
 		}
 	}
 	h.last++
 	e := build(h.last)
 	h.ring[(h.head+h.n)%len(h.ring)] = e
 	h.n++
+	h.bytes += len(e.Msg.Data)
+	for h.bytes > h.maxBytes && h.n > 1 {
+		h.dropOldest()
+	}
 	return e
+}
+
+func (h *memoryHistory) dropOldest() {
+	h.bytes -= len(h.ring[h.head].Msg.Data)
+	h.ring[h.head] = nil
+	h.head = (h.head + 1) % len(h.ring)
+	h.n--
 }
 
 func (h *memoryHistory) grow() {
@@ -72,9 +85,7 @@ func (h *memoryHistory) Read(after uint64, buf []*Entry) (int, bool) {
 
 func (h *memoryHistory) Expire(cutoff time.Time) int {
 	for h.n > 0 && h.ring[h.head].Accepted.Before(cutoff) {
-		h.ring[h.head] = nil
-		h.head = (h.head + 1) % len(h.ring)
-		h.n--
+		h.dropOldest()
 	}
 	if h.n == 0 && len(h.ring) > 16 {
 		h.ring, h.head = nil, 0 // give an idle session's memory back

@@ -12,7 +12,7 @@ type panickyHistory struct{ History }
 func (panickyHistory) Append(func(uint64) *Entry) *Entry { panic("history failure") }
 
 func TestPanicEndsOnlyItsStream(t *testing.T) {
-	memory := NewMemoryHistory(10)
+	memory := NewMemoryHistory(10, 1<<30)
 	ts := startServerWith(t, Config{}, []Option{WithHistory(func(session string) History {
 		if session == "boom" {
 			return panickyHistory{memory(session)}

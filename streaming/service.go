@@ -60,7 +60,7 @@ func New(cfg Config, opts ...Option) *Service {
 		metrics:  nopMetrics{},
 		logCtx:   context.Background(),
 		pool:     newPool(cfg.MaxConnections),
-		sessions: newSessions(NewMemoryHistory(cfg.HistorySize)),
+		sessions: newSessions(NewMemoryHistory(cfg.HistorySize, cfg.HistoryMaxBytes), cfg.MaxSessions),
 		stop:     make(chan struct{}),
 	}
 	for _, o := range opts {

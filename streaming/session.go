@@ -104,24 +104,28 @@ func (s *session) deliverLocked(e *Entry) {
 // sessions is the registry of sessions by name.
 type sessions struct {
 	newHistory HistoryFactory
+	max        int // sessions that may exist at once
 
 	mu sync.RWMutex // guards m
 	m  map[string]*session
 }
 
-func newSessions(f HistoryFactory) *sessions {
-	return &sessions{newHistory: f, m: make(map[string]*session)}
+func newSessions(f HistoryFactory, max int) *sessions {
+	return &sessions{newHistory: f, max: max, m: make(map[string]*session)}
 }
 
 // lock returns the session called name, created if needed, with its lock
-// held. A session removed concurrently is never returned.
+// held, or nil when it does not exist and no more may be created. A
+// session removed concurrently is never returned.
 func (r *sessions) lock(name string) *session {
 	for {
 		r.mu.RLock()
 		s := r.m[name]
 		r.mu.RUnlock()
 		if s == nil {
-			s = r.getOrCreate(name)
+			if s = r.getOrCreate(name); s == nil {
+				return nil
+			}
 		}
 		s.mu.Lock()
 		if !s.removed {
@@ -136,6 +140,9 @@ func (r *sessions) getOrCreate(name string) *session {
 	defer r.mu.Unlock() // deferred: the history factory is foreign code
 	s := r.m[name]
 	if s == nil {
+		if r.max > 0 && len(r.m) >= r.max {
+			return nil
+		}
 		s = r.create(name)
 		r.m[name] = s
 	}

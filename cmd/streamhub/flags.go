@@ -18,6 +18,7 @@ type options struct {
 	stream             streaming.Config
 	maxMessageSize     byteSize
 	maxPendingBytes    byteSize
+	historyMaxBytes    byteSize
 	rateLimit          float64
 	rateBurst          int
 	sendRateLimit      float64
@@ -34,7 +35,8 @@ type options struct {
 // environment variables for the flags not given, then to the defaults.
 func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	def := streaming.DefaultConfig()
-	o := &options{maxMessageSize: byteSize(def.MaxMessageSize), maxPendingBytes: byteSize(def.MaxPendingBytes)}
+	o := &options{maxMessageSize: byteSize(def.MaxMessageSize), maxPendingBytes: byteSize(def.MaxPendingBytes),
+		historyMaxBytes: byteSize(def.HistoryMaxBytes)}
 	c := &o.stream
 	fs := flag.NewFlagSet("streamhub", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -57,6 +59,8 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	fs.IntVar(&o.sendRateBurst, "send-rate-burst", 100, "outbound burst per stream")
 	fs.IntVar(&c.HistorySize, "history-size", def.HistorySize, "messages kept per session")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", def.HistoryTTL, "age after which a message leaves history")
+	fs.Var(&o.historyMaxBytes, "history-max-bytes", "payload bytes each session's history may hold")
+	fs.IntVar(&c.MaxSessions, "max-sessions", def.MaxSessions, "sessions that may exist at once")
 	fs.DurationVar(&c.SessionTTL, "session-ttl", def.SessionTTL, "how long a membership outlives its connection")
 	fs.IntVar(&c.MaxSessionsPerConnection, "max-sessions-per-connection", def.MaxSessionsPerConnection, "sessions one client may be a member of")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "graceful shutdown budget")
@@ -83,6 +87,7 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	}
 	c.MaxMessageSize = int(o.maxMessageSize)
 	c.MaxPendingBytes = int(o.maxPendingBytes)
+	c.HistoryMaxBytes = int(o.historyMaxBytes)
 	return o, o.validate()
 }
 
@@ -133,6 +138,7 @@ func (o *options) validate() error {
 		{"send-rate-burst", o.sendRateBurst > 0 || o.sendRateLimit == 0},
 		{"history-size", c.HistorySize > 0},
 		{"history-ttl", c.HistoryTTL > 0},
+		{"max-sessions", c.MaxSessions > 0},
 		{"session-ttl", c.SessionTTL > 0},
 		{"max-sessions-per-connection", c.MaxSessionsPerConnection > 0},
 		{"drain-timeout", o.drainTimeout > 0},
