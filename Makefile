@@ -40,6 +40,10 @@ test:
 	@if command -v protoc >/dev/null 2>&1; then $(MAKE) --no-print-directory check-gen; \
 	else echo "protoc not found: check-gen skipped"; fi
 
+## bench: build, then measure StreamHub against a bare grpc-go server (flags: make bench ARGS="-scenarios 1,2 -json")
+bench: build
+	$(BIN)/streamhub-bench -server-bin $(BIN)/streamhub $(ARGS)
+
 ## lint: gofmt, go vet and staticcheck on the hand-written code
 lint: tools
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
