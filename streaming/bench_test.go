@@ -45,14 +45,14 @@ func BenchmarkPublish(b *testing.B) {
 func BenchmarkHistory(b *testing.B) {
 	h := NewMemoryHistory(1000, 1<<30)("room")
 	for range 1000 {
-		h.Append(func(seq uint64) *Entry { return &Entry{seq: seq} })
+		h.Append(&Entry{})
 	}
 	buf := make([]*Entry, replayBatch)
 	b.Run("append", func(b *testing.B) {
 		e := &Entry{}
 		b.ReportAllocs()
 		for range b.N {
-			h.Append(func(uint64) *Entry { return e })
+			h.Append(e)
 		}
 	})
 	b.Run("read", func(b *testing.B) {

@@ -14,9 +14,9 @@ type History interface {
 	Epoch() string
 	// Last is the seq of the newest message ever appended (0 for none).
 	Last() uint64
-	// Append assigns the next seq, builds the entry with it and stores it,
-	// evicting the oldest entry when full.
-	Append(build func(seq uint64) *Entry) *Entry
+	// Append gives e the next seq and stores it, evicting the oldest
+	// entries when full.
+	Append(e *Entry)
 	// Read fills buf with the messages after seq, oldest first, and returns
 	// how many it wrote. complete is false when history no longer holds
 	// seq+1 (it was evicted or expired).

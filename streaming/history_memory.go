@@ -34,7 +34,7 @@ func NewMemoryHistory(size, maxBytes int) HistoryFactory {
 func (h *memoryHistory) Epoch() string { return h.epoch }
 func (h *memoryHistory) Last() uint64  { return h.last }
 
-func (h *memoryHistory) Append(build func(seq uint64) *Entry) *Entry {
+func (h *memoryHistory) Append(e *Entry) {
 	if h.n == len(h.ring) {
 		if len(h.ring) < h.size {
 			h.grow()
@@ -43,14 +43,13 @@ func (h *memoryHistory) Append(build func(seq uint64) *Entry) *Entry {
 		}
 	}
 	h.last++
-	e := build(h.last)
+	e.seq = h.last
 	h.ring[(h.head+h.n)%len(h.ring)] = e
 	h.n++
 	h.bytes += len(e.Msg.Data)
 	for h.bytes > h.maxBytes && h.n > 1 {
 		h.dropOldest()
 	}
-	return e
 }
 
 func (h *memoryHistory) dropOldest() {

@@ -6,12 +6,10 @@ import (
 	"time"
 )
 
-func entry(data int, at time.Time) func(uint64) *Entry {
-	return func(seq uint64) *Entry {
-		e := &Entry{seq: seq, Accepted: at}
-		e.Msg.Data = make([]byte, data)
-		return e
-	}
+func entry(data int, at time.Time) *Entry {
+	e := &Entry{Accepted: at}
+	e.Msg.Data = make([]byte, data)
+	return e
 }
 
 func TestMemoryHistory(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 // in a History implementation.
 type panickyHistory struct{ History }
 
-func (panickyHistory) Append(func(uint64) *Entry) *Entry { panic("history failure") }
+func (panickyHistory) Append(*Entry) { panic("history failure") }
 
 func TestPanicEndsOnlyItsStream(t *testing.T) {
 	memory := NewMemoryHistory(10, 1<<30)

@@ -70,22 +70,20 @@ type session struct {
 // member. seq is assigned here, under the session's lock, and nowhere else,
 // so every member sees one order.
 func (s *session) publish(from *conn, msg *streamsvc.DataMessage, now time.Time) *Entry {
+	e := &Entry{Accepted: now, ts: now.UnixMilli()}
+	e.Msg = streamsvc.DataMessage{
+		Type:      typeData,
+		SessionID: s.name,
+		Data:      msg.Data,
+		Timestamp: &e.ts,
+		Seq:       &e.seq, // set by Append
+		ClientID:  from.clientID,
+		ID:        msg.ID,
+		Epoch:     s.epoch,
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.hist.Append(func(seq uint64) *Entry {
-		e := &Entry{Accepted: now, seq: seq, ts: now.UnixMilli()}
-		e.Msg = streamsvc.DataMessage{
-			Type:      typeData,
-			SessionID: s.name,
-			Data:      msg.Data,
-			Timestamp: &e.ts,
-			Seq:       &e.seq,
-			ClientID:  from.clientID,
-			ID:        msg.ID,
-			Epoch:     s.epoch,
-		}
-		return e
-	})
+	s.hist.Append(e)
 	s.deliverLocked(e)
 	return e
 }

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/exemplar"
 	"goa.design/clue/clue"
 	"goa.design/clue/log"
 )
@@ -51,6 +52,9 @@ func newObservability(ctx context.Context, o *options, gauges telemetry.Gauges) 
 	if err != nil {
 		return nil, err
 	}
+	// No exemplars: StreamHub records no traces to link them to, and the
+	// filter sits on the per-message path.
+	readers = append(readers, sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter))
 	ob.provider = sdkmetric.NewMeterProvider(readers...)
 	cfg.MeterProvider = ob.provider
 	clue.ConfigureOpenTelemetry(ctx, cfg)
