@@ -251,10 +251,19 @@ func TestErrorRepliesAreBounded(t *testing.T) {
 
 	stuck := ts.openOn(t, ts.dialSmallWindow(t), "stuck", false)
 	bad := &streamsvc.DataMessage{Type: typeData, SessionID: ptr(strings.Repeat("x", 1<<10))}
-	for i := 0; i < 2000 && ts.metrics.disconnected("slow_consumer") == 0; i++ {
-		if stuck.stream.Send(bad) != nil {
-			break
+	sending := make(chan struct{})
+	go func() {
+		// Once the server ends the stream it stops reading, and the end may
+		// never reach a client that does not read: Send can block until
+		// the client cancels, below.
+		defer close(sending)
+		for range 2000 {
+			if stuck.stream.Send(bad) != nil {
+				return
+			}
 		}
-	}
+	}()
 	eventually(t, "slow consumer", func() bool { return ts.metrics.disconnected("slow_consumer") == 1 })
+	stuck.cancel()
+	<-sending
 }
