@@ -28,7 +28,7 @@ func BenchmarkPublish(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
-				s.publish(conns[0], msg, time.Now())
+				s.publish(conns[0], msg)
 				if i%256 == 255 {
 					for _, c := range conns {
 						batch = c.q.take(batch[:0])

@@ -60,7 +60,7 @@ func (c *conn) refuse(msg *streamsvc.DataMessage, reason string) {
 
 func (c *conn) publish(msg *streamsvc.DataMessage) {
 	if m := c.memberFor(msg); m != nil {
-		m.sess.publish(c, msg, time.Now())
+		m.sess.publish(c, msg)
 	}
 }
 

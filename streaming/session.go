@@ -69,8 +69,8 @@ type session struct {
 // publish appends a message to history and queues it for every live
 // member. seq is assigned here, under the session's lock, and nowhere else,
 // so every member sees one order.
-func (s *session) publish(from *conn, msg *streamsvc.DataMessage, now time.Time) *Entry {
-	e := &Entry{Accepted: now, ts: now.UnixMilli()}
+func (s *session) publish(from *conn, msg *streamsvc.DataMessage) *Entry {
+	e := &Entry{}
 	e.Msg = streamsvc.DataMessage{
 		Type:      typeData,
 		SessionID: s.name,
@@ -83,6 +83,10 @@ func (s *session) publish(from *conn, msg *streamsvc.DataMessage, now time.Time)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Stamped under the lock, so that accept times never go back as seq
+	// goes up.
+	e.Accepted = time.Now()
+	e.ts = e.Accepted.UnixMilli()
 	s.hist.Append(e)
 	s.deliverLocked(e)
 	return e
