@@ -28,7 +28,7 @@ const replayBatch = 64
 type conn struct {
 	svc      *Service
 	id       string
-	clientID *string // points at id; shared by every delivery this client sends
+	clientID *string // id, shared by every delivery this client sends
 	client   *client // set by pool.register
 	stream   streamsvc.StreamDataServerStream
 	ctx      context.Context
