@@ -56,15 +56,14 @@ type rateLimitedStream struct {
 	onWait     func()
 }
 
-// RecvMsg takes a token before reading, waiting for one if needed, so that
-// an over-eager client's messages stay in the transport.
+// RecvMsg reads a message and takes a token for it, waiting for one if
+// needed before handing the message on. The stream is not read meanwhile,
+// so an over-eager client's next messages stay in the transport.
 func (s *rateLimitedStream) RecvMsg(m any) error {
-	if s.recv != nil {
-		if err := s.take(s.recv, s.onWait); err != nil {
-			return err
-		}
+	if err := s.ServerStream.RecvMsg(m); err != nil || s.recv == nil {
+		return err
 	}
-	return s.ServerStream.RecvMsg(m)
+	return s.take(s.recv, s.onWait)
 }
 
 // SendMsg takes a send token before writing, waiting for one if needed.

@@ -111,7 +111,7 @@ func TestFlowControl(t *testing.T) {
 		{name: "disabled", fc: FlowControl{Limit: 0, Burst: 1}, method: method, recvs: 10, reads: 10},
 		{name: "other method", fc: FlowControl{Limit: rate.Every(1e12), Burst: 1}, method: "/other.Service/Method", recvs: 10, reads: 10},
 		{name: "method name must match exactly", fc: FlowControl{Limit: rate.Every(1e12), Burst: 1}, method: method + "/", recvs: 10, reads: 10},
-		{name: "over burst waits until the stream ends", fc: FlowControl{Limit: rate.Every(1e12), Burst: 2}, method: method, recvs: 3, reads: 2, waits: 1, cancelled: true},
+		{name: "over burst waits until the stream ends", fc: FlowControl{Limit: rate.Every(1e12), Burst: 2}, method: method, recvs: 3, reads: 3, waits: 1, cancelled: true},
 		{name: "infinite rate never waits", fc: FlowControl{Limit: rate.Inf, Burst: 1}, method: method, recvs: 5, reads: 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

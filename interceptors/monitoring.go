@@ -1,13 +1,14 @@
 package interceptors
 
 import (
+	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"goa.design/clue/log"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -25,15 +26,31 @@ type StreamMetrics interface {
 
 // Monitoring measures each stream of one method: messages and bytes each
 // way, lifetime and final status go to Metrics, and one log line per stream
-// says who it was and how it ended.
+// says how it ended, with what the handler added through Annotate (who the
+// client was, say).
 type Monitoring struct {
 	// Method is the full method name to monitor.
 	Method string
 	// Metrics receives the measurements.
 	Metrics StreamMetrics
-	// ClientIDKey, if set, is the metadata key whose value names the client
-	// in the log line.
-	ClientIDKey string
+}
+
+type annotationsKey struct{}
+
+// annotations are what a handler adds to its stream's end-of-stream line.
+type annotations struct {
+	mu  sync.Mutex
+	kvs []log.Fielder
+}
+
+// Annotate adds key=value to the end-of-stream log line of the monitored
+// stream ctx belongs to; for other contexts it does nothing.
+func Annotate(ctx context.Context, key string, value any) {
+	if a, ok := ctx.Value(annotationsKey{}).(*annotations); ok {
+		a.mu.Lock()
+		a.kvs = append(a.kvs, log.KV{K: key, V: value})
+		a.mu.Unlock()
+	}
 }
 
 // Stream returns the stream interceptor.
@@ -42,23 +59,22 @@ func (m Monitoring) Stream() grpc.StreamServerInterceptor {
 		if info.FullMethod != m.Method {
 			return handler(srv, ss)
 		}
-		ms := &monitoredStream{ServerStream: ss, metrics: m.Metrics}
+		notes := &annotations{}
+		ctx := context.WithValue(ss.Context(), annotationsKey{}, notes)
+		ms := &monitoredStream{ServerStream: ss, ctx: ctx, metrics: m.Metrics}
 		start := time.Now()
 		err := handler(srv, ms)
 		lifetime := time.Since(start)
 		st := status.Convert(err)
 		m.Metrics.StreamEnded(st.Code(), lifetime)
 
-		ctx := ss.Context()
 		kvs := []log.Fielder{
 			log.KV{K: "msg", V: "stream ended"},
 			log.KV{K: "method", V: info.FullMethod},
 		}
-		if m.ClientIDKey != "" {
-			if v := metadata.ValueFromIncomingContext(ctx, m.ClientIDKey); len(v) > 0 {
-				kvs = append(kvs, log.KV{K: "client", V: v[0]})
-			}
-		}
+		notes.mu.Lock()
+		kvs = append(kvs, notes.kvs...)
+		notes.mu.Unlock()
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 			kvs = append(kvs, log.KV{K: "peer", V: p.Addr.String()})
 		}
@@ -77,10 +93,13 @@ func (m Monitoring) Stream() grpc.StreamServerInterceptor {
 
 type monitoredStream struct {
 	grpc.ServerStream
+	ctx     context.Context
 	metrics StreamMetrics
 	// Written by the one goroutine that receives (or sends), read at the end.
 	received, receivedBytes, sent, sentBytes atomic.Int64
 }
+
+func (s *monitoredStream) Context() context.Context { return s.ctx }
 
 func (s *monitoredStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {

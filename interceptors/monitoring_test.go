@@ -122,7 +122,7 @@ func TestMonitoring(t *testing.T) {
 			s.Set("Context", context.Background)
 			tc.script(s)
 			rec := &recordingMetrics{}
-			m := Monitoring{Method: method, Metrics: rec, ClientIDKey: "x-client-id"}
+			m := Monitoring{Method: method, Metrics: rec}
 			err := m.Stream()(nil, s, &grpc.StreamServerInfo{FullMethod: tc.method}, tc.handler)
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tc.wantErr)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
+	"github.com/streamhub/streamhub/interceptors"
 	"google.golang.org/grpc/peer"
 )
 
@@ -92,6 +93,7 @@ func (s *Service) StreamData(ctx context.Context, p *streamsvc.StreamDataPayload
 	default:
 		id = anonymousID()
 	}
+	interceptors.Annotate(ctx, "client", id)
 	var addr string
 	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
 		addr = pr.Addr.String()

@@ -45,6 +45,7 @@ type Metrics struct {
 	disconnects                              metric.Int64Counter
 	duration, latency                        metric.Float64Histogram
 	reasonAttrs                              map[string]metric.AddOption
+	codeAttrs                                [codes.Unauthenticated + 1]metric.RecordOption // by gRPC code
 }
 
 var (
@@ -92,6 +93,13 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 	}
 	for _, r := range disconnectReasons {
 		m.reasonAttrs[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
+		m.disconnects.Add(m.ctx, 0, m.reasonAttrs[r]) // every series exists from the start, at 0
+	}
+	for _, c := range []metric.Int64Counter{m.received, m.sent, m.bytesReceived, m.bytesSent, m.sendErrors, m.receiveErrors, m.waits} {
+		c.Add(m.ctx, 0)
+	}
+	for c := range m.codeAttrs {
+		m.codeAttrs[c] = metric.WithAttributeSet(attribute.NewSet(attribute.String("code", codes.Code(c).String())))
 	}
 
 	conns, err := meter.Int64ObservableGauge(ConnectionsActive, metric.WithDescription("Open streams."))
@@ -125,9 +133,14 @@ func (m *Metrics) MessageSent(bytes int) {
 	m.bytesSent.Add(m.ctx, int64(bytes))
 }
 
-// StreamEnded implements interceptors.StreamMetrics.
-func (m *Metrics) StreamEnded(_ codes.Code, lifetime time.Duration) {
-	m.duration.Record(m.ctx, lifetime.Seconds())
+// StreamEnded implements interceptors.StreamMetrics: the lifetime is
+// recorded with the final status code as attribute "code".
+func (m *Metrics) StreamEnded(code codes.Code, lifetime time.Duration) {
+	if int(code) < len(m.codeAttrs) {
+		m.duration.Record(m.ctx, lifetime.Seconds(), m.codeAttrs[code])
+		return
+	}
+	m.duration.Record(m.ctx, lifetime.Seconds(), metric.WithAttributes(attribute.String("code", code.String())))
 }
 
 // Disconnected implements streaming.Metrics.

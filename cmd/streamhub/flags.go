@@ -3,7 +3,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -33,7 +32,7 @@ type options struct {
 
 // parseOptions reads the flags in args, falling back to STREAMHUB_<NAME>
 // environment variables for the flags not given, then to the defaults.
-func parseOptions(args []string, getenv func(string) string) (*options, error) {
+func parseOptions(args []string, lookupEnv func(string) (string, bool)) (*options, error) {
 	def := streaming.DefaultConfig()
 	o := &options{maxMessageSize: byteSize(def.MaxMessageSize), maxPendingBytes: byteSize(def.MaxPendingBytes),
 		historyMaxBytes: byteSize(def.HistoryMaxBytes)}
@@ -82,7 +81,7 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	if err := applyEnv(fs, getenv); err != nil {
+	if err := applyEnv(fs, lookupEnv); err != nil {
 		return nil, err
 	}
 	c.MaxMessageSize = int(o.maxMessageSize)
@@ -92,8 +91,9 @@ func parseOptions(args []string, getenv func(string) string) (*options, error) {
 }
 
 // applyEnv sets each flag not given on the command line from its
-// environment variable.
-func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+// environment variable, when set (an empty value counts: it disables the
+// admin server, say).
+func applyEnv(fs *flag.FlagSet, lookupEnv func(string) (string, bool)) error {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
@@ -102,7 +102,10 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 			return
 		}
 		name := "STREAMHUB_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := lookup(getenv, name); ok {
+		if v, ok := lookupEnv(name); ok {
+			if v == "" && !isStringFlag(f) {
+				return // an empty number, size, duration or switch means unset
+			}
 			if e := f.Value.Set(v); e != nil {
 				err = fmt.Errorf("%s=%q: %w", name, v, e)
 			}
@@ -111,12 +114,13 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	return err
 }
 
-func lookup(getenv func(string) string, name string) (string, bool) {
-	if getenv == nil {
-		getenv = os.Getenv
+func isStringFlag(f *flag.Flag) bool {
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return false
 	}
-	v := getenv(name)
-	return v, v != ""
+	_, isString := g.Get().(string)
+	return isString
 }
 
 func (o *options) validate() error {
@@ -166,6 +170,9 @@ func (o *options) validate() error {
 type byteSize int
 
 func (b *byteSize) String() string { return strconv.Itoa(int(*b)) }
+
+// Get implements flag.Getter.
+func (b *byteSize) Get() any { return int(*b) }
 
 func (b *byteSize) Set(s string) error {
 	mult := 1

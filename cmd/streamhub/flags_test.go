@@ -32,6 +32,10 @@ func TestParseOptions(t *testing.T) {
 			check: func(o *options) bool {
 				return o.stream.QueueSize == 9 && o.adminAddr == ":9" && o.stream.SendTimeout == 3*time.Second
 			}},
+		{name: "empty environment value disables the admin server", env: map[string]string{"STREAMHUB_ADMIN_ADDR": ""},
+			check: func(o *options) bool { return o.adminAddr == "" }},
+		{name: "empty numbers and switches are unset", env: map[string]string{"STREAMHUB_QUEUE_SIZE": "", "STREAMHUB_DEBUG": "", "STREAMHUB_MAX_PENDING_BYTES": ""},
+			check: func(o *options) bool { return o.stream.QueueSize == 512 && !o.debug }},
 		{name: "flag wins over environment", args: []string{"--queue-size", "7"}, env: map[string]string{"STREAMHUB_QUEUE_SIZE": "9"},
 			check: func(o *options) bool { return o.stream.QueueSize == 7 }},
 		{name: "rate limit off", args: []string{"--rate-limit", "0"}, check: func(o *options) bool { return o.rateLimit == 0 }},
@@ -43,7 +47,7 @@ func TestParseOptions(t *testing.T) {
 		{name: "stray argument", args: []string{"serve"}, err: "unexpected arguments"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o, err := parseOptions(tc.args, func(k string) string { return tc.env[k] })
+			o, err := parseOptions(tc.args, func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("err = %v, want one mentioning %q", err, tc.err)

@@ -18,7 +18,7 @@ func main() {
 }
 
 func run(args []string) int {
-	o, err := parseOptions(args, os.Getenv)
+	o, err := parseOptions(args, os.LookupEnv)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}

@@ -151,7 +151,8 @@ func TestTLS(t *testing.T) {
 		{"TLS", tlsOnly.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.pool}), true},
 		{"plaintext to TLS", tlsOnly.grpcAddr(), insecure.NewCredentials(), false},
 		{"untrusted server", tlsOnly.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: x509.NewCertPool()}), false},
-		{"TLS 1.1", tlsOnly.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.pool, MaxVersion: tls.VersionTLS11}), false},
+		{"TLS 1.1", tlsOnly.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}), false},
+		{"TLS 1.2", tlsOnly.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.pool, MaxVersion: tls.VersionTLS12}), true},
 		{"mutual TLS", mutual.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{p.client}}), true},
 		{"mutual TLS without a client certificate", mutual.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.pool}), false},
 	} {
@@ -199,7 +200,7 @@ func TestSecurityOptions(t *testing.T) {
 		{[]string{"--tls-cert", "a"}, "go together"},
 		{[]string{"--tls-client-ca", "a"}, "needs --tls-cert"},
 	} {
-		if _, err := parseOptions(tc.args, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), tc.err) {
+		if _, err := parseOptions(tc.args, func(string) (string, bool) { return "", false }); err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,15 @@ import (
 
 // streamMethod is the full name of the one method the interceptors apply to.
 const streamMethod = streampb.StreamService_StreamData_FullMethodName
+
+const (
+	// streamHeadroom is how many streams one HTTP/2 connection may open
+	// beyond --max-connections (health checks, refused streams).
+	streamHeadroom = 100
+	// deliveryOverhead bounds what a delivery adds to the message it
+	// delivers: three identifiers of at most 128 bytes, an epoch, varints.
+	deliveryOverhead = 1 << 10
+)
 
 // grpcServiceName is the service name the gRPC health service reports on,
 // besides the server as a whole ("").
@@ -69,7 +79,13 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 			return nil, fmt.Errorf("admin listener: %w", err)
 		}
 	}
-	s.obs, err = newObservability(ctx, o, func() (int, int) { return s.svc.Connections(), s.svc.Sessions() })
+	var svc atomic.Pointer[streaming.Service] // the gauges may be collected before the service exists
+	s.obs, err = newObservability(ctx, o, func() (int, int) {
+		if v := svc.Load(); v != nil {
+			return v.Connections(), v.Sessions()
+		}
+		return 0, 0
+	})
 	if err != nil {
 		s.grpcLis.Close()
 		if s.adminLis != nil {
@@ -83,6 +99,7 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 		svcOpts = append(svcOpts, streaming.WithAuthenticator(auth))
 	}
 	s.svc = streaming.New(o.stream, svcOpts...)
+	svc.Store(s.svc)
 	grpcOpts := s.grpcOptions(ctx)
 	if creds != nil {
 		grpcOpts = append(grpcOpts, grpc.Creds(creds))
@@ -94,13 +111,19 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 
+	mux := http.NewServeMux()
+	mux.Handle("/livez", health.Handler(health.NewChecker()))
+	mux.Handle("/readyz", health.Handler(health.NewChecker(readiness{s})))
+	mux.Handle("GET /metrics", s.obs.scrape)
+	debug.MountPprofHandlers(mux)
+	debug.MountDebugLogEnabler(mux)
+	if o.debug {
+		// Clue's debug interceptor sets each stream's debug logging from
+		// Clue's switch, which only its HTTP handler turns: turn it on
+		// through the handler, before anything is served.
+		mux.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/debug?debug-logs=on", nil))
+	}
 	if s.adminLis != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/livez", health.Handler(health.NewChecker()))
-		mux.Handle("/readyz", health.Handler(health.NewChecker(readiness{s})))
-		mux.Handle("GET /metrics", s.obs.scrape)
-		debug.MountPprofHandlers(mux)
-		debug.MountDebugLogEnabler(mux)
 		s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	return s, nil
@@ -117,22 +140,22 @@ func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
 			MinTime:             20 * time.Second, // the CLI pings every 30s
 			PermitWithoutStream: true,
 		}),
-		grpc.MaxConcurrentStreams(uint32(c.MaxConnections)),
+		// Above the connection limit, so that the service's own limit
+		// refuses the extra stream instead of gRPC queueing it forever.
+		grpc.MaxConcurrentStreams(uint32(c.MaxConnections) + streamHeadroom),
 		grpc.MaxRecvMsgSize(c.MaxMessageSize),
-		grpc.MaxSendMsgSize(c.MaxMessageSize),
+		// A delivery carries what the client sent plus seq, epoch, sender
+		// and timestamp: a message the server accepted must fit going out.
+		grpc.MaxSendMsgSize(c.MaxMessageSize + deliveryOverhead),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithMeterProvider(s.obs.provider))),
 		grpc.ChainStreamInterceptor(
 			// No per-call logger: Clue's debug interceptor sets the debug
 			// switch on the logger's shared options, which is only safe
 			// when every stream logs through the one logger and its lock.
 			log.StreamServerInterceptor(ctx, log.WithDisableCallLogging(), log.WithDisableCallID()),
-			interceptors.Recovery(),
 			debug.StreamServerInterceptor(),
-			interceptors.Monitoring{
-				Method:      streamMethod,
-				Metrics:     s.obs.metrics,
-				ClientIDKey: "x-client-id",
-			}.Stream(),
+			interceptors.Monitoring{Method: streamMethod, Metrics: s.obs.metrics}.Stream(),
+			interceptors.Recovery(), // inside Monitoring, which then reports the INTERNAL end
 			interceptors.FlowControl{
 				Method:    streamMethod,
 				Limit:     rate.Limit(s.opts.rateLimit),
@@ -207,7 +230,9 @@ func (s *server) serve(ctx context.Context) error {
 	s.shutdown(context.WithoutCancel(ctx))
 	stopSummary()
 	wg.Wait()
-	s.obs.shutdown(context.WithoutCancel(ctx))
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	s.obs.shutdown(flushCtx) // an unreachable collector must not hold the exit
 	return err
 }
 
@@ -222,7 +247,10 @@ func (s *server) shutdown(ctx context.Context) {
 	if err := s.svc.Shutdown(drainCtx); err != nil {
 		log.Print(ctx, log.KV{K: "msg", V: "drain timed out; remaining streams ended"})
 	}
-	// Every stream has ended; what remains are health and reflection calls.
+	// Every stream has ended; what remains are health and reflection calls,
+	// which get a moment to finish (a health Watch never does).
+	graceCtx, cancelGrace := context.WithTimeout(drainCtx, time.Second)
+	defer cancelGrace()
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -230,12 +258,14 @@ func (s *server) shutdown(ctx context.Context) {
 	}()
 	select {
 	case <-stopped:
-	case <-drainCtx.Done():
+	case <-graceCtx.Done():
 		s.grpc.Stop()
 		<-stopped
 	}
 	if s.admin != nil {
-		_ = s.admin.Shutdown(drainCtx) // it only serves short requests
+		if err := s.admin.Shutdown(graceCtx); err != nil {
+			s.admin.Close() // a long /debug/pprof/profile, say
+		}
 	}
 	log.Print(ctx, log.KV{K: "msg", V: "stopped"})
 }

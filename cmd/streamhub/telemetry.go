@@ -9,10 +9,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/streamhub/streamhub/telemetry"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/exemplar"
+	"go.opentelemetry.io/otel/sdk/resource"
 	"goa.design/clue/clue"
 	"goa.design/clue/log"
 )
@@ -46,12 +48,18 @@ func newObservability(ctx context.Context, o *options, gauges telemetry.Gauges) 
 		}
 		readers = append(readers, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)))
 	}
-	// Clue builds the resource, propagators and error handler; the meter
-	// provider is ours, with the readers above.
+	// Clue builds the propagators and error handler; the meter provider is
+	// ours, with the readers above and the service's resource.
 	cfg, err := clue.NewConfig(ctx, "streamhub", version, nil, nil)
 	if err != nil {
 		return nil, err
 	}
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
+		attribute.String("service.name", "streamhub"), attribute.String("service.version", version)))
+	if err != nil {
+		return nil, err
+	}
+	readers = append(readers, sdkmetric.WithResource(res))
 	// No exemplars: StreamHub records no traces to link them to, and the
 	// filter sits on the per-message path.
 	readers = append(readers, sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter))
