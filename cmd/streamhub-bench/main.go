@@ -269,7 +269,11 @@ func (b *bench) throughput(ctx context.Context, number int, name, slug, unit str
 		if b.o.count > 1 {
 			run = fmt.Sprintf("%s-%d", slug, i+1)
 		}
-		for _, kind := range kinds {
+		order := kinds
+		if i%2 == 1 { // alternate which server goes first, so neither always gets the warmer machine
+			order = []string{kinds[1], kinds[0]}
+		}
+		for _, kind := range order {
 			res := b.runLoad(ctx, kind, run, s, load)
 			b.logf("%s %-9s %s", slug, kind, res.summary(unit))
 			runs[kind] = append(runs[kind], res)
