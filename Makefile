@@ -44,9 +44,10 @@ test:
 bench: build
 	$(BIN)/streamhub-bench -server-bin $(BIN)/streamhub $(ARGS)
 
-## lint: gofmt, go vet and staticcheck on the hand-written code
+## lint: gofmt, go vet and staticcheck on the hand-written code, and go.mod tidy
 lint: tools
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(BIN)/staticcheck $$($(GO) list ./... | grep -v '/gen/')
