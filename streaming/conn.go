@@ -360,7 +360,7 @@ func (c *conn) sendItem(it *outItem) bool {
 		if c.send(&it.entry.Msg) != nil {
 			return false
 		}
-		it.m.sent.Store(it.entry.seq)
+		it.m.sent.Store(it.entry.Seq)
 		c.svc.metrics.Delivered(time.Since(it.entry.Accepted))
 	case it.start != nil:
 		reply, rp := it.m.sess.startReplay(c, it.m, it.start)
@@ -397,8 +397,8 @@ func (c *conn) replayStep() bool {
 			if c.send(&e.Msg) != nil {
 				return false
 			}
-			r.cursor = e.seq
-			r.m.sent.Store(e.seq)
+			r.cursor = e.Seq
+			r.m.sent.Store(e.Seq)
 			c.svc.metrics.Delivered(time.Since(e.Accepted))
 		}
 		clear(c.buf[:n])

@@ -43,7 +43,7 @@ func (h *memoryHistory) Append(e *Entry) {
 		}
 	}
 	h.last++
-	e.seq = h.last
+	e.Seq = h.last
 	h.ring[(h.head+h.n)%len(h.ring)] = e
 	h.n++
 	h.bytes += len(e.Msg.Data)

@@ -19,14 +19,14 @@ func TestMemoryHistory(t *testing.T) {
 	for range 7 {
 		h.Append(entry(10, now))
 	}
-	if n, complete := h.Read(0, buf); n != 5 || complete || buf[0].seq != 3 || buf[4].seq != 7 {
-		t.Fatalf("read from 0: n %d complete %v first %d", n, complete, buf[0].seq)
+	if n, complete := h.Read(0, buf); n != 5 || complete || buf[0].Seq != 3 || buf[4].Seq != 7 {
+		t.Fatalf("read from 0: n %d complete %v first %d", n, complete, buf[0].Seq)
 	}
 	if n, complete := h.Read(2, buf); n != 5 || !complete {
 		t.Fatalf("read from 2: n %d complete %v", n, complete)
 	}
-	if n, complete := h.Read(5, buf[:1]); n != 1 || !complete || buf[0].seq != 6 {
-		t.Fatalf("read one from 5: n %d complete %v seq %d", n, complete, buf[0].seq)
+	if n, complete := h.Read(5, buf[:1]); n != 1 || !complete || buf[0].Seq != 6 {
+		t.Fatalf("read one from 5: n %d complete %v seq %d", n, complete, buf[0].Seq)
 	}
 	if n, complete := h.Read(7, buf); n != 0 || !complete {
 		t.Fatalf("read from last: n %d complete %v", n, complete)
@@ -58,7 +58,7 @@ func TestMemoryHistory(t *testing.T) {
 		t.Fatal("an expired entry read as complete")
 	}
 	h.Append(entry(1, now)) // seq 12
-	if n, complete := h.Read(11, buf); n != 1 || !complete || buf[0].seq != 12 {
+	if n, complete := h.Read(11, buf); n != 1 || !complete || buf[0].Seq != 12 {
 		t.Fatalf("append after full expiry: n %d complete %v", n, complete)
 	}
 }

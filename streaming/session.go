@@ -9,19 +9,18 @@ import (
 )
 
 // Entry is one accepted data message: what history keeps and what every
-// member is sent. It is built once per publish and never modified after.
+// member is sent. It is built once per publish and never modified after
+// History.Append.
 type Entry struct {
-	// Msg is the delivery as members receive it.
+	// Msg is the delivery as members receive it; Msg.Seq points at Seq.
 	Msg streamsvc.DataMessage
 	// Accepted is when the server accepted the message.
 	Accepted time.Time
+	// Seq is the entry's sequence number in its session, set by Append.
+	Seq uint64
 
-	seq uint64 // storage behind Msg.Seq and Msg.Timestamp, so that a
-	ts  int64  // publish costs one allocation
+	ts int64 // storage behind Msg.Timestamp, so that a publish costs one allocation
 }
-
-// Seq is the entry's sequence number in its session.
-func (e *Entry) Seq() uint64 { return e.seq }
 
 // memberState is what a member receives.
 type memberState uint8
@@ -76,7 +75,7 @@ func (s *session) publish(from *conn, msg *streamsvc.DataMessage) *Entry {
 		SessionID: s.name,
 		Data:      msg.Data,
 		Timestamp: &e.ts,
-		Seq:       &e.seq, // set by Append
+		Seq:       &e.Seq, // set by Append
 		ClientID:  from.clientID,
 		ID:        msg.ID,
 		Epoch:     s.epoch,

@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"io"
 	"math/big"
 	"net"
 	"os"
@@ -22,7 +21,6 @@ import (
 	streamsvcc "github.com/streamhub/streamhub/gen/grpc/stream_service/client"
 	streampb "github.com/streamhub/streamhub/gen/grpc/stream_service/pb"
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
-	"goa.design/clue/log"
 	goa "goa.design/goa/v3/pkg"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -97,21 +95,7 @@ func newPKI(t *testing.T) *pki {
 // startMain runs the server as main does with args until the test ends.
 func startMain(t *testing.T, args ...string) *server {
 	t.Helper()
-	o := testOptions(t, args...)
-	ctx, stop := context.WithCancel(log.Context(context.Background(), log.WithOutput(io.Discard)))
-	s, err := newServer(ctx, o)
-	if err != nil {
-		stop()
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.serve(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	s, _ := startLogged(t, args...)
 	return s
 }
 
