@@ -1,3 +1,5 @@
+// Regression tests for the races and edge cases reviews of this package found.
+
 package streaming
 
 import (
