@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/streamhub/streamhub/internal/testpki"
 	"github.com/streamhub/streamhub/streaming"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -15,11 +16,11 @@ import (
 // certificate; with mutual, it requires client certificates signed by the
 // PKI's CA, as `streamhub --tls-client-ca` does. It returns the server's
 // host:port.
-func startTLSStreamHub(t *testing.T, pki *testPKI, mutual bool) string {
+func startTLSStreamHub(t *testing.T, pki *testpki.PKI, mutual bool) string {
 	t.Helper()
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pki.server}}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pki.Server}}
 	if mutual {
-		cfg.ClientCAs, cfg.ClientAuth = pki.caPool, tls.RequireAndVerifyClientCert
+		cfg.ClientCAs, cfg.ClientAuth = pki.CAPool, tls.RequireAndVerifyClientCert
 	}
 	return strings.TrimPrefix(startStreamHub(t, streaming.Config{}, grpc.Creds(credentials.NewTLS(cfg))), "grpc://")
 }
@@ -28,11 +29,11 @@ func startTLSStreamHub(t *testing.T, pki *testPKI, mutual bool) string {
 // server's certificate against -tls-ca (or the system roots), for the -url
 // host or -tls-server-name, and present -tls-cert when the server asks.
 func TestE2ETLS(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testpki.New(t)
 	addr := startTLSStreamHub(t, pki, false)
 	mutualAddr := startTLSStreamHub(t, pki, true)
 	_, port, _ := strings.Cut(addr, ":")
-	clientCert := []string{"-tls-cert", pki.clientCertFile, "-tls-key", pki.clientKeyFile}
+	clientCert := []string{"-tls-cert", pki.ClientCertFile, "-tls-key", pki.ClientKeyFile}
 
 	tests := []struct {
 		name string
@@ -41,18 +42,18 @@ func TestE2ETLS(t *testing.T) {
 		// these on stderr; otherwise the round trip must succeed.
 		wantStderr []string
 	}{
-		{name: "-tls-ca", args: []string{"-url", "grpc://" + addr, "-tls-ca", pki.caFile}},
-		{name: "grpcs URL", args: []string{"-url", "grpcs://" + addr, "-tls-ca", pki.caFile}},
-		{name: "localhost", args: []string{"-url", "grpcs://localhost:" + port, "-tls-ca", pki.caFile}},
+		{name: "-tls-ca", args: []string{"-url", "grpc://" + addr, "-tls-ca", pki.CAFile}},
+		{name: "grpcs URL", args: []string{"-url", "grpcs://" + addr, "-tls-ca", pki.CAFile}},
+		{name: "localhost", args: []string{"-url", "grpcs://localhost:" + port, "-tls-ca", pki.CAFile}},
 		{
 			// The server certificate names localhost: the override is
 			// what gets verified, not the -url host.
 			name: "-tls-server-name",
-			args: []string{"-url", "grpcs://" + addr, "-tls-ca", pki.caFile, "-tls-server-name", "localhost"},
+			args: []string{"-url", "grpcs://" + addr, "-tls-ca", pki.CAFile, "-tls-server-name", "localhost"},
 		},
 		{
 			name:       "-tls-server-name not in the certificate",
-			args:       []string{"-url", "grpcs://" + addr, "-tls-ca", pki.caFile, "-tls-server-name", "hub.example.com"},
+			args:       []string{"-url", "grpcs://" + addr, "-tls-ca", pki.CAFile, "-tls-server-name", "hub.example.com"},
 			wantStderr: []string{"code = Unavailable", "certificate is valid for", "not hub.example.com"},
 		},
 		{
@@ -66,10 +67,10 @@ func TestE2ETLS(t *testing.T) {
 			args:       []string{"-url", "grpc://" + addr, "-tls"},
 			wantStderr: []string{"code = Unavailable", "certificate signed by unknown authority"},
 		},
-		{name: "mutual TLS", args: slices.Concat([]string{"-url", "grpcs://" + mutualAddr, "-tls-ca", pki.caFile}, clientCert)},
+		{name: "mutual TLS", args: slices.Concat([]string{"-url", "grpcs://" + mutualAddr, "-tls-ca", pki.CAFile}, clientCert)},
 		{
 			name: "mutual TLS without a client certificate",
-			args: []string{"-url", "grpcs://" + mutualAddr, "-tls-ca", pki.caFile},
+			args: []string{"-url", "grpcs://" + mutualAddr, "-tls-ca", pki.CAFile},
 			// The server's refusal itself ("tls: certificate required")
 			// often loses the race with the client's first write.
 			wantStderr: []string{"code = Unavailable", "the server may require a client certificate: try -tls-cert FILE -tls-key FILE"},
@@ -77,7 +78,7 @@ func TestE2ETLS(t *testing.T) {
 		{
 			// A client certificate the server does not ask for is harmless.
 			name: "client certificate to a server-only TLS server",
-			args: slices.Concat([]string{"-url", "grpcs://" + addr, "-tls-ca", pki.caFile}, clientCert),
+			args: slices.Concat([]string{"-url", "grpcs://" + addr, "-tls-ca", pki.CAFile}, clientCert),
 		},
 	}
 	for _, tt := range tests {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/streamhub/streamhub/internal/testpki"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -85,7 +86,7 @@ func TestGlobalFlagsTLS(t *testing.T) {
 // TestRunTLSUsageErrors checks that TLS flags that cannot work are usage
 // errors, reported before any connection with the flag and file at fault.
 func TestRunTLSUsageErrors(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testpki.New(t)
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.pem")
 	garbage := filepath.Join(dir, "garbage.pem")
@@ -98,25 +99,25 @@ func TestRunTLSUsageErrors(t *testing.T) {
 		args       []string
 		wantStderr []string
 	}{
-		{name: "cert without key", args: []string{"-tls-cert", pki.clientCertFile}, wantStderr: []string{"-tls-cert and -tls-key go together"}},
-		{name: "key without cert", args: []string{"-tls-key", pki.clientKeyFile}, wantStderr: []string{"-tls-cert and -tls-key go together"}},
+		{name: "cert without key", args: []string{"-tls-cert", pki.ClientCertFile}, wantStderr: []string{"-tls-cert and -tls-key go together"}},
+		{name: "key without cert", args: []string{"-tls-key", pki.ClientKeyFile}, wantStderr: []string{"-tls-cert and -tls-key go together"}},
 		{name: "unreadable CA", args: []string{"-tls-ca", missing}, wantStderr: []string{"-tls-ca", missing, "no such file"}},
 		{name: "CA file without PEM", args: []string{"-tls-ca", garbage}, wantStderr: []string{"-tls-ca " + garbage, "no PEM certificate"}},
 		// A private key is PEM, but no certificate.
-		{name: "CA file holding a key", args: []string{"-tls-ca", pki.clientKeyFile}, wantStderr: []string{"-tls-ca " + pki.clientKeyFile, "no PEM certificate"}},
+		{name: "CA file holding a key", args: []string{"-tls-ca", pki.ClientKeyFile}, wantStderr: []string{"-tls-ca " + pki.ClientKeyFile, "no PEM certificate"}},
 		{
 			name:       "unreadable client certificate",
-			args:       []string{"-tls-cert", missing, "-tls-key", pki.clientKeyFile},
+			args:       []string{"-tls-cert", missing, "-tls-key", pki.ClientKeyFile},
 			wantStderr: []string{"-tls-cert " + missing, "no such file"},
 		},
 		{
 			name:       "unreadable client key",
-			args:       []string{"-tls-cert", pki.clientCertFile, "-tls-key", missing},
+			args:       []string{"-tls-cert", pki.ClientCertFile, "-tls-key", missing},
 			wantStderr: []string{"-tls-key " + missing, "no such file"},
 		},
 		{
 			name:       "key of another certificate",
-			args:       []string{"-tls-cert", pki.clientCertFile, "-tls-key", pki.serverKeyFile},
+			args:       []string{"-tls-cert", pki.ClientCertFile, "-tls-key", pki.ServerKeyFile},
 			wantStderr: []string{"-tls-cert", "private key does not match public key"},
 		},
 		{name: "bad scheme", args: []string{"-url", "https://localhost:443"}, wantStderr: []string{"scheme must be grpc or grpcs"}},
@@ -143,7 +144,7 @@ func TestRunTLSUsageErrors(t *testing.T) {
 
 // TestTLSClientConfig checks the TLS configuration the settings build.
 func TestTLSClientConfig(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testpki.New(t)
 
 	t.Run("system roots", func(t *testing.T) {
 		cfg, err := tlsSettings{enabled: true}.clientConfig()
@@ -162,9 +163,9 @@ func TestTLSClientConfig(t *testing.T) {
 	t.Run("everything set", func(t *testing.T) {
 		cfg, err := tlsSettings{
 			enabled:    true,
-			caFile:     pki.caFile,
-			certFile:   pki.clientCertFile,
-			keyFile:    pki.clientKeyFile,
+			caFile:     pki.CAFile,
+			certFile:   pki.ClientCertFile,
+			keyFile:    pki.ClientKeyFile,
 			serverName: "hub.example.com",
 		}.clientConfig()
 		if err != nil {
@@ -173,7 +174,7 @@ func TestTLSClientConfig(t *testing.T) {
 		if cfg.MinVersion != tls.VersionTLS12 {
 			t.Errorf("MinVersion = %#x, want TLS 1.2 (%#x)", cfg.MinVersion, tls.VersionTLS12)
 		}
-		if cfg.RootCAs == nil || !cfg.RootCAs.Equal(pki.caPool) {
+		if cfg.RootCAs == nil || !cfg.RootCAs.Equal(pki.CAPool) {
 			t.Error("RootCAs is not the -tls-ca file's CA")
 		}
 		if len(cfg.Certificates) != 1 || cfg.Certificates[0].Leaf == nil || cfg.Certificates[0].Leaf.Subject.CommonName != "alice" {

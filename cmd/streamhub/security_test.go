@@ -2,15 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +14,7 @@ import (
 	streamsvcc "github.com/streamhub/streamhub/gen/grpc/stream_service/client"
 	streampb "github.com/streamhub/streamhub/gen/grpc/stream_service/pb"
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
+	"github.com/streamhub/streamhub/internal/testpki"
 	goa "goa.design/goa/v3/pkg"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,69 +22,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
-
-// pki is a CA with a server and a client certificate, as PEM files.
-type pki struct {
-	caFile, serverCert, serverKey, clientCert, clientKey string
-	pool                                                 *x509.CertPool
-	client                                               tls.Certificate
-}
-
-func newPKI(t *testing.T) *pki {
-	t.Helper()
-	dir := t.TempDir()
-	write := func(name, typ string, der []byte) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	caKey := key()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "StreamHub test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	p := &pki{caFile: write("ca.pem", "CERTIFICATE", caDER), pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (certFile, keyFile string) {
-		k := key()
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "EC PRIVATE KEY", kder)
-	}
-	p.serverCert, p.serverKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	p.clientCert, p.clientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
-	if p.client, err = tls.LoadX509KeyPair(p.clientCert, p.clientKey); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // startMain runs the server as main does with args until the test ends.
 func startMain(t *testing.T, args ...string) *server {
@@ -122,23 +53,23 @@ func tryStream(t *testing.T, addr string, creds credentials.TransportCredentials
 }
 
 func TestTLS(t *testing.T) {
-	p := newPKI(t)
+	p := testpki.New(t)
 	alice := &streamsvc.StreamDataPayload{ClientID: ptr("alice")}
-	tlsOnly := startMain(t, "--tls-cert", p.serverCert, "--tls-key", p.serverKey)
-	mutual := startMain(t, "--tls-cert", p.serverCert, "--tls-key", p.serverKey, "--tls-client-ca", p.caFile)
+	tlsOnly := startMain(t, "--tls-cert", p.ServerCertFile, "--tls-key", p.ServerKeyFile)
+	mutual := startMain(t, "--tls-cert", p.ServerCertFile, "--tls-key", p.ServerKeyFile, "--tls-client-ca", p.CAFile)
 	for _, tc := range []struct {
 		name  string
 		addr  string
 		creds credentials.TransportCredentials
 		ok    bool
 	}{
-		{"TLS", tlsOnly.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.pool}), true},
+		{"TLS", tlsOnly.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.CAPool}), true},
 		{"plaintext to TLS", tlsOnly.grpcAddr(), insecure.NewCredentials(), false},
 		{"untrusted server", tlsOnly.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: x509.NewCertPool()}), false},
-		{"TLS 1.1", tlsOnly.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}), false},
-		{"TLS 1.2", tlsOnly.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.pool, MaxVersion: tls.VersionTLS12}), true},
-		{"mutual TLS", mutual.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{p.client}}), true},
-		{"mutual TLS without a client certificate", mutual.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.pool}), false},
+		{"TLS 1.1", tlsOnly.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.CAPool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}), false},
+		{"TLS 1.2", tlsOnly.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.CAPool, MaxVersion: tls.VersionTLS12}), true},
+		{"mutual TLS", mutual.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.CAPool, Certificates: []tls.Certificate{p.Client}}), true},
+		{"mutual TLS without a client certificate", mutual.grpcAddr(), credentials.NewTLS(&tls.Config{RootCAs: p.CAPool}), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id, err := tryStream(t, tc.addr, tc.creds, alice)

@@ -1,4 +1,5 @@
-package main
+// Package testpki makes throwaway certificates for StreamHub's TLS tests.
+package testpki
 
 import (
 	"crypto/ecdsa"
@@ -16,22 +17,23 @@ import (
 	"time"
 )
 
-// testPKI is a throwaway CA with a server certificate for 127.0.0.1, ::1
-// and localhost and a client certificate, all written as PEM files to the
+// PKI is a throwaway CA with a server certificate for 127.0.0.1, ::1 and
+// localhost and a client certificate, all written as PEM files to the
 // test's temporary directory.
-type testPKI struct {
-	caFile                        string // the CA certificate
-	clientCertFile, clientKeyFile string // signed by the CA, for client auth
-	serverCertFile, serverKeyFile string // signed by the CA, for server auth
-	caPool                        *x509.CertPool
-	server                        tls.Certificate // the server certificate and key, for a test server
+type PKI struct {
+	CAFile                        string // the CA certificate
+	ClientCertFile, ClientKeyFile string // signed by the CA, for client auth
+	ServerCertFile, ServerKeyFile string // signed by the CA, for server auth
+	CAPool                        *x509.CertPool
+	Server                        tls.Certificate // the server certificate and key, for a test server
+	Client                        tls.Certificate // the client certificate and key, for a test client
 }
 
-// newTestPKI makes a fresh CA and certificates under t.TempDir().
-func newTestPKI(t *testing.T) *testPKI {
+// New makes a fresh CA and certificates under t.TempDir().
+func New(t testing.TB) *PKI {
 	t.Helper()
 	dir := t.TempDir()
-	p := &testPKI{caPool: x509.NewCertPool()}
+	p := &PKI{CAPool: x509.NewCertPool()}
 
 	caKey := newTestKey(t)
 	caTmpl := &x509.Certificate{
@@ -41,8 +43,8 @@ func newTestPKI(t *testing.T) *testPKI {
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 	}
 	caCert := signTestCert(t, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	p.caPool.AddCert(caCert)
-	p.caFile = writePEM(t, dir, "ca.pem", "CERTIFICATE", caCert.Raw)
+	p.CAPool.AddCert(caCert)
+	p.CAFile = writePEM(t, dir, "ca.pem", "CERTIFICATE", caCert.Raw)
 
 	serverKey := newTestKey(t)
 	serverCert := signTestCert(t, &x509.Certificate{
@@ -52,9 +54,9 @@ func newTestPKI(t *testing.T) *testPKI {
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}, caCert, &serverKey.PublicKey, caKey)
-	p.serverCertFile = writePEM(t, dir, "server.pem", "CERTIFICATE", serverCert.Raw)
-	p.serverKeyFile = writePEM(t, dir, "server-key.pem", "PRIVATE KEY", marshalTestKey(t, serverKey))
-	p.server = tls.Certificate{Certificate: [][]byte{serverCert.Raw}, PrivateKey: serverKey, Leaf: serverCert}
+	p.ServerCertFile = writePEM(t, dir, "server.pem", "CERTIFICATE", serverCert.Raw)
+	p.ServerKeyFile = writePEM(t, dir, "server-key.pem", "PRIVATE KEY", marshalTestKey(t, serverKey))
+	p.Server = tls.Certificate{Certificate: [][]byte{serverCert.Raw}, PrivateKey: serverKey, Leaf: serverCert}
 
 	clientKey := newTestKey(t)
 	clientCert := signTestCert(t, &x509.Certificate{
@@ -62,12 +64,13 @@ func newTestPKI(t *testing.T) *testPKI {
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}, caCert, &clientKey.PublicKey, caKey)
-	p.clientCertFile = writePEM(t, dir, "client.pem", "CERTIFICATE", clientCert.Raw)
-	p.clientKeyFile = writePEM(t, dir, "client-key.pem", "PRIVATE KEY", marshalTestKey(t, clientKey))
+	p.ClientCertFile = writePEM(t, dir, "client.pem", "CERTIFICATE", clientCert.Raw)
+	p.ClientKeyFile = writePEM(t, dir, "client-key.pem", "PRIVATE KEY", marshalTestKey(t, clientKey))
+	p.Client = tls.Certificate{Certificate: [][]byte{clientCert.Raw}, PrivateKey: clientKey, Leaf: clientCert}
 	return p
 }
 
-func newTestKey(t *testing.T) *ecdsa.PrivateKey {
+func newTestKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -76,7 +79,7 @@ func newTestKey(t *testing.T) *ecdsa.PrivateKey {
 	return key
 }
 
-func marshalTestKey(t *testing.T, key *ecdsa.PrivateKey) []byte {
+func marshalTestKey(t testing.TB, key *ecdsa.PrivateKey) []byte {
 	t.Helper()
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
@@ -87,7 +90,7 @@ func marshalTestKey(t *testing.T, key *ecdsa.PrivateKey) []byte {
 
 // signTestCert completes tmpl with a serial number and a validity around
 // now, and signs it with parent's key.
-func signTestCert(t *testing.T, tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, parentKey *ecdsa.PrivateKey) *x509.Certificate {
+func signTestCert(t testing.TB, tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, parentKey *ecdsa.PrivateKey) *x509.Certificate {
 	t.Helper()
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 	if err != nil {
@@ -108,7 +111,7 @@ func signTestCert(t *testing.T, tmpl, parent *x509.Certificate, pub *ecdsa.Publi
 }
 
 // writePEM writes one PEM block to dir/name and returns the file's path.
-func writePEM(t *testing.T, dir, name, blockType string, der []byte) string {
+func writePEM(t testing.TB, dir, name, blockType string, der []byte) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600); err != nil {
