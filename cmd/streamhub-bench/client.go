@@ -70,6 +70,20 @@ func dataRequest(session string, size int) *streampb.StreamDataStreamingRequest 
 }
 
 // streamEnded describes a stream that ended while the load still ran.
+// recvData returns the payload of the next data message on st, skipping
+// the others; an error is the stream's end.
+func recvData(who string, st clientStream) ([]byte, error) {
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			return nil, streamEnded(who, err)
+		}
+		if m.Type == typeData {
+			return m.Data, nil
+		}
+	}
+}
+
 func streamEnded(who string, err error) error {
 	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("%s: the server ended the stream", who)

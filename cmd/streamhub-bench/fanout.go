@@ -25,15 +25,12 @@ func fanoutLoad(subscribers, conns, window, size int) loadFunc {
 		flow := newFanoutFlow(window, subscribers+1)
 		receive := func(who string, st clientStream, h *histogram) {
 			for {
-				m, err := st.Recv()
+				data, err := recvData(who, st)
 				if err != nil {
-					r.fail(streamEnded(who, err))
+					r.fail(err)
 					return
 				}
-				if m.Type != typeData {
-					continue
-				}
-				sent, seq, ok := unstamp(m.Data)
+				sent, seq, ok := unstamp(data)
 				if !ok {
 					continue
 				}

@@ -31,23 +31,17 @@ func pingPongLoad(size int) loadFunc {
 					r.fail(fmt.Errorf("%s: send: %w", who, err))
 					return
 				}
-				for {
-					m, err := st.Recv()
-					if err != nil {
-						r.fail(streamEnded(who, err))
-						return
-					}
-					if m.Type != typeData {
-						continue
-					}
-					sent, got, ok := unstamp(m.Data)
-					if !ok || got != seq {
-						r.fail(fmt.Errorf("%s: got message %d back, want %d", who, got, seq))
-						return
-					}
-					r.record(h, sent)
-					break
+				data, err := recvData(who, st)
+				if err != nil {
+					r.fail(err)
+					return
 				}
+				sent, got, ok := unstamp(data)
+				if !ok || got != seq {
+					r.fail(fmt.Errorf("%s: got message %d back, want %d", who, got, seq))
+					return
+				}
+				r.record(h, sent)
 			}
 		})
 		return nil

@@ -50,15 +50,12 @@ func streamsLoad(streams, conns, window, size int) loadFunc {
 			})
 			r.spawn(func() {
 				for {
-					m, err := st.Recv()
+					data, err := recvData(who, st)
 					if err != nil {
-						r.fail(streamEnded(who, err))
+						r.fail(err)
 						return
 					}
-					if m.Type != typeData {
-						continue
-					}
-					if sent, _, ok := unstamp(m.Data); ok {
+					if sent, _, ok := unstamp(data); ok {
 						r.record(h, sent)
 					}
 					<-credits
