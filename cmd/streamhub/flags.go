@@ -151,7 +151,7 @@ func (o *options) validate() error {
 		{"max-stream-age", c.MaxStreamAge >= 0},
 	} {
 		if !v.ok {
-			return fmt.Errorf("--%s must be positive", v.name)
+			return fmt.Errorf("--%s must be positive (or 0 where 0 disables it)", v.name)
 		}
 	}
 	if err := o.security.validate(); err != nil {
