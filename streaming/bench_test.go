@@ -8,32 +8,43 @@ import (
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 )
 
-// BenchmarkPublish measures publishing into a session with n live
-// members: seq assignment, history append and the push onto each member's
-// queue. The queues are drained as a sender would, without the network.
+// BenchmarkPublish measures publishing into a session with n active
+// members: seq assignment, history append and the count and wake-up of
+// each member's connection. The cursors are moved as a sender would,
+// without the network.
 func BenchmarkPublish(b *testing.B) {
 	for _, n := range []int{1, 10, 100, 1000} {
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
-			svc := &Service{cfg: Config{}.withDefaults(), metrics: nopMetrics{}}
-			s := newSessions(NewMemoryHistory(1000, 1<<30), 0).create("room")
+			svc := &Service{cfg: Config{MaxPendingBytes: 1 << 40}.withDefaults(), metrics: nopMetrics{}}
+			r := newSessions(svc.cfg)
+			s := r.lock("room")
+			s.mu.Unlock()
+			members := make([]*member, n)
 			conns := make([]*conn, n)
-			for i := range conns {
+			for i := range members {
 				c := newConn(svc, fmt.Sprint("c", i), nil, nil, "", time.Now())
 				c.client = &client{id: c.id}
-				s.members[c.id] = &member{client: c.client, sess: s, conn: c, state: stateLive}
-				conns[i] = c
+				m := &member{client: c.client, sess: s}
+				s.mu.Lock()
+				s.members[m] = struct{}{}
+				s.attach(r, m, c)
+				s.mu.Unlock()
+				m.activate(c, 0)
+				members[i], conns[i] = m, c
 			}
 			msg := &streamsvc.DataMessage{Type: typeData, SessionID: s.name, Data: make([]byte, 64)}
-			var batch []outItem
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
-				s.publish(conns[0], msg)
+				s.publish(r, conns[0], msg)
 				if i%256 == 255 {
-					for _, c := range conns {
-						batch = c.q.take(batch[:0])
-						c.q.sent(len(batch), 64*len(batch))
-						clear(batch)
+					for j, m := range members {
+						sent := int64(0)
+						for e := m.at.next.Load(); e != nil; e = e.next.Load() {
+							m.at = e
+							sent++
+						}
+						conns[j].queued(-sent, -64*sent)
 					}
 				}
 			}
@@ -41,24 +52,22 @@ func BenchmarkPublish(b *testing.B) {
 	}
 }
 
-// BenchmarkHistory measures appending to and reading from a full history.
+// BenchmarkHistory measures appending to and positioning in a full history.
 func BenchmarkHistory(b *testing.B) {
-	h := NewMemoryHistory(1000, 1<<30)("room")
+	h := newHistory(1000, 1<<30)
 	for range 1000 {
-		h.Append(&Entry{})
+		h.append(&Entry{})
 	}
-	buf := make([]*Entry, replayBatch)
 	b.Run("append", func(b *testing.B) {
-		e := &Entry{}
 		b.ReportAllocs()
 		for range b.N {
-			h.Append(e)
+			h.append(&Entry{})
 		}
 	})
-	b.Run("read", func(b *testing.B) {
+	b.Run("from", func(b *testing.B) {
 		b.ReportAllocs()
 		for range b.N {
-			h.Read(h.Last()-500, buf)
+			h.from(h.last() - 500)
 		}
 	})
 }

@@ -11,13 +11,17 @@ type Config struct {
 	// The gRPC server enforces it; the service uses it to size nothing but
 	// keeps it for reference. Default 5 MiB.
 	MaxMessageSize int
-	// QueueSize is the number of outbound messages queued per connection
-	// before the client counts as a slow consumer. Default 512.
+	// QueueSize bounds what waits to be sent on one connection, in
+	// messages: replies and errors queue up to it, then the client is not
+	// read from until it reads; deliveries may exceed it during a burst,
+	// but a client with more than this many pending for SendTimeout is a
+	// slow consumer. Default 512.
 	QueueSize int
-	// MaxPendingBytes is the number of outbound payload bytes queued per
-	// connection before the client counts as a slow consumer. Default 8 MiB.
+	// MaxPendingBytes is the payload of the deliveries pending on one
+	// connection beyond which the client is a slow consumer. Default 8 MiB.
 	MaxPendingBytes int
-	// SendTimeout is the longest a single send may block before the client
+	// SendTimeout is the longest a single send may block, and the longest
+	// more than QueueSize deliveries may stay pending, before the client
 	// counts as a slow consumer. Default 15s.
 	SendTimeout time.Duration
 	// HeartbeatInterval is how long a stream may go without the server
@@ -41,6 +45,10 @@ type Config struct {
 	MaxSessions int
 	// SessionTTL is how long a membership outlives its connection. Default 5m.
 	SessionTTL time.Duration
+	// MaxRetainedClients is the number of clients without a stream whose
+	// memberships are kept; beyond it, the client retained longest is
+	// forgotten. Default 100000.
+	MaxRetainedClients int
 	// MaxSessionsPerConnection is the number of sessions one client may be a
 	// member of. Default 100.
 	MaxSessionsPerConnection int
@@ -70,6 +78,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxSessions, 100000)
 	setDefault(&c.SessionTTL, 5*time.Minute)
 	setDefault(&c.MaxSessionsPerConnection, 100)
+	setDefault(&c.MaxRetainedClients, 100000)
 	return c
 }
 
@@ -77,6 +86,14 @@ func setDefault[T int | time.Duration](v *T, def T) {
 	if *v <= 0 {
 		*v = def
 	}
+}
+
+// replaceGrace is how long a replaced stream may take to send its goaway
+// and end before it is cut off: short, because its successor's memberships
+// wait for it, and a stream that cannot take a goaway at once is most
+// likely a connection that is already gone.
+func (c Config) replaceGrace() time.Duration {
+	return min(c.SendTimeout, 250*time.Millisecond)
 }
 
 // tick is the period of the service's housekeeping loop: fine enough to

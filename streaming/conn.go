@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,19 +18,21 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// replayBatch is how many history entries a sender reads per member and
-// turn, so that a long replay holds a session's lock only briefly and
-// interleaves with the connection's other traffic.
-const replayBatch = 64
+// deliverBatch is how many entries a sender sends per member and turn, so
+// that one busy session cannot starve the connection's other sessions or
+// its replies.
+const deliverBatch = 64
 
-// conn is one stream. Its receiver reads and dispatches client messages in
-// order; its sender owns every write to the stream. They meet only at the
-// bounded outbound queue, so neither can block the other.
+// conn is one stream. Its receiver reads and handles client messages in
+// order; its sender owns every write to the stream and every cursor of the
+// memberships attached to it. They meet only at the bounded outbound queue,
+// so neither can block the other.
 type conn struct {
 	svc      *Service
 	id       string
 	clientID *string // id, shared by every delivery this client sends
 	client   *client // set by pool.register
+	slot     int     // index in pool.conns; guarded by pool.mu
 	stream   streamsvc.StreamDataServerStream
 	ctx      context.Context
 	peer     string
@@ -46,8 +49,13 @@ type conn struct {
 
 	senderDone chan struct{}
 	recvDone   chan struct{}
-	finished   chan struct{} // closed when all three parts ended and the cleanup ran
+	finished   chan struct{} // closed when every part ended and the cleanup ran
 	running    atomic.Int32  // parts still running: handler, sender, receiver
+
+	// Live deliveries counted for this stream but not yet sent: the
+	// distance between its active cursors and the heads of their sessions.
+	pending      atomic.Int64
+	pendingBytes atomic.Int64
 
 	// Activity the housekeeper watches.
 	received atomic.Uint64
@@ -56,20 +64,22 @@ type conn struct {
 	serving atomic.Bool  // set once serve starts; the housekeeper leaves it alone before
 	hk      housekeeping // owned by the housekeeper
 
-	// Owned by the sender.
-	replays []*replay
-	buf     []*Entry
+	// Owned by the sender, then by the cleanup once the sender ended.
+	cursors   []*member // attached members being delivered
+	batch     []outItem
+	unapplied []outItem // taken from the queue but not applied when the sender stopped
 }
 
 func newConn(svc *Service, id string, stream streamsvc.StreamDataServerStream, ctx context.Context, peer string, now time.Time) *conn {
 	c := &conn{
 		svc:        svc,
 		id:         id,
+		slot:       -1,
 		stream:     stream,
 		ctx:        ctx,
 		peer:       peer,
 		opened:     now,
-		q:          newOutQueue(svc.cfg.QueueSize, svc.cfg.MaxPendingBytes),
+		q:          newOutQueue(svc.cfg.QueueSize),
 		closing:    make(chan struct{}),
 		killed:     make(chan struct{}),
 		senderDone: make(chan struct{}),
@@ -77,7 +87,7 @@ func newConn(svc *Service, id string, stream streamsvc.StreamDataServerStream, c
 		finished:   make(chan struct{}),
 		hk:         housekeeping{recvAt: now, sendAt: now},
 	}
-	c.clientID = ptr(id) // not &c.id: history entries point at it and must not keep c alive
+	c.clientID = ptr(id) // not &c.id: entries point at it and must not keep c alive
 	return c
 }
 
@@ -104,22 +114,37 @@ func (c *conn) isClosing() bool {
 	}
 }
 
-// push queues an item for the sender. A client whose queue is full is a
-// slow consumer: it is disconnected, and whoever pushed carries on.
-func (c *conn) push(it outItem) {
-	if c.q.push(it) == pushFull {
+// queued counts n live deliveries of the given payload bytes as pending for
+// this stream (negative when they were sent or are no longer due), and
+// wakes the sender. A client that leaves more than the byte bound unread is
+// a slow consumer.
+func (c *conn) queued(n, bytes int64) {
+	c.pending.Add(n)
+	if c.pendingBytes.Add(bytes) > int64(c.svc.cfg.MaxPendingBytes) && bytes > 0 {
 		c.close(reasonSlowConsumer, nil)
+	}
+	if n > 0 {
+		c.q.wake()
 	}
 }
 
-// serve runs the stream until it ends and returns its final status.
-func (c *conn) serve() error {
-	c.attach()
-	c.serving.Store(true)
-
-	c.running.Add(2)
-	c.svc.wg.Add(2)
+// start runs the sender: the welcome goes out at once, whatever the
+// stream is waiting for.
+func (c *conn) start() {
+	c.running.Add(1)
+	c.svc.wg.Add(1)
 	go c.sendLoop()
+}
+
+// serve takes over the client's memberships, runs the receiver, and returns
+// the stream's final status when it ends.
+func (c *conn) serve() error {
+	if !c.isClosing() {
+		c.attach()
+	}
+	c.serving.Store(true)
+	c.running.Add(1)
+	c.svc.wg.Add(1)
 	go c.recvLoop()
 
 	select {
@@ -158,15 +183,18 @@ func (c *conn) status() error {
 	}
 }
 
-// exit is called by each of the three parts as it ends; the last one out
-// detaches the memberships, frees the pool slot and counts the disconnect.
+// exit is called by each part as it ends; the last one out retains the
+// memberships, frees the pool slot and counts the disconnect.
 func (c *conn) exit() {
 	if c.running.Add(-1) > 0 {
 		return
 	}
 	now := time.Now()
-	c.detach(now)
-	c.svc.pool.unregister(c)
+	c.detach()
+	if evicted := c.svc.pool.unregister(c, now); evicted != nil {
+		evicted.forget(c.svc.sessions)
+		c.svc.metrics.RetainedEvicted()
+	}
 	if label := reasons[c.reason].label; label != "" {
 		c.svc.metrics.Disconnected(label)
 	}
@@ -177,60 +205,56 @@ func (c *conn) exit() {
 // gets a joined and the replay of what it missed, or stays paused.
 func (c *conn) attach() {
 	cl := c.client
+	r := c.svc.sessions
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	cl.conn = c
-	for _, m := range cl.members {
-		c.restore(m)
+	for name, m := range cl.members {
+		s := m.sess
+		s.mu.Lock()
+		switch {
+		case s.removed: // evicted to make room while retained: not restored
+			delete(cl.members, name)
+		case !c.ident.May(name):
+			delete(cl.members, name)
+			s.drop(r, m)
+			reply := control(&actError, s.name)
+			reply.Reason = ptr(errPermissionDenied)
+			c.q.pushRestore(outItem{msg: reply})
+		default:
+			s.attach(r, m, c)
+			c.q.pushRestore(outItem{op: opRestore, m: m})
+		}
+		s.mu.Unlock()
 	}
 }
 
-// restore attaches one retained membership, unless this connection's
-// identity may no longer have it.
-func (c *conn) restore(m *member) {
-	s := m.sess
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !c.ident.May(*s.name) {
-		delete(c.client.members, *s.name)
-		m.leave()
-		reply := control(&actError, s.name)
-		reply.Reason = ptr(errPermissionDenied)
-		c.q.pushRestore(outItem{msg: reply})
-		return
+// detach leaves the memberships to be retained, at the positions this
+// stream was actually handed. Called once the sender and receiver ended.
+func (c *conn) detach() {
+	for i := range c.unapplied {
+		c.change(&c.unapplied[i], false)
 	}
-	m.conn = c
-	m.gen++
-	if m.state == statePaused {
-		_, complete := s.hist.Read(m.sent.Load(), nil)
-		reply := control(&actJoined, s.name)
-		reply.Seq, reply.Epoch, reply.Recovered = ptr(s.hist.Last()), s.epoch, &complete
-		c.q.pushRestore(outItem{msg: reply})
-		c.q.pushRestore(outItem{msg: control(&actPaused, s.name)})
-		return
+	for _, it := range c.q.take(nil) {
+		c.change(&it, false)
 	}
-	m.state = stateReplaying
-	c.q.pushRestore(outItem{m: m, start: &replayStart{gen: m.gen, action: &actJoined, fromSent: true}})
-}
-
-// detach leaves the memberships to be retained, unless a newer connection
-// already took them.
-func (c *conn) detach(now time.Time) {
 	cl := c.client
+	r := c.svc.sessions
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if cl.conn != c {
-		return
+		return // it never took them over
 	}
-	cl.conn, cl.detachedAt = nil, now
+	for _, m := range c.cursors {
+		m.deactivate(c)
+	}
+	c.cursors = nil
 	for _, m := range cl.members {
 		m.sess.mu.Lock()
-		if m.conn == c {
-			m.conn = nil
-			m.gen++
-		}
+		m.sess.detach(r, m)
 		m.sess.mu.Unlock()
 	}
+	cl.conn = nil
 }
 
 // recvLoop reads the client's messages and handles them one at a time, in
@@ -273,8 +297,9 @@ func (c *conn) recvLoop() {
 	}
 }
 
-// sendLoop writes everything the client is sent: the queue's items in
-// order, interleaved with the replays in progress.
+// sendLoop writes everything the client is sent: the welcome, then the
+// queue's items in order, interleaved with the deliveries of every active
+// cursor.
 func (c *conn) sendLoop() {
 	defer c.svc.wg.Done()
 	defer c.exit()
@@ -286,30 +311,24 @@ func (c *conn) sendLoop() {
 		ClientID:  c.clientID,
 		Timestamp: ptr(c.opened.UnixMilli()),
 	}
-	if c.send(welcome) != nil { // first, whatever else is already queued
+	if c.send(welcome) != nil {
 		return
 	}
-	var batch []outItem
 	for {
 		if c.isClosing() {
-			c.sendFinal(batch)
+			c.sendFinal()
 			return
 		}
-		batch = c.q.take(batch)
-		ok := c.sendAll(batch)
-		busy := len(batch) > 0
-		clear(batch)
-		batch = batch[:0]
+		c.batch = c.q.take(c.batch)
+		busy := len(c.batch) > 0
+		if !c.applyAll() {
+			return
+		}
+		sent, ok := c.deliver(deliverBatch)
 		if !ok {
 			return
 		}
-		if len(c.replays) > 0 {
-			if !c.replayStep() {
-				return
-			}
-			continue
-		}
-		if !busy {
+		if !busy && !sent {
 			select {
 			case <-c.q.notify:
 			case <-c.closing:
@@ -318,9 +337,25 @@ func (c *conn) sendLoop() {
 	}
 }
 
+// applyAll applies and answers the items in c.batch. When a send fails,
+// what was not applied stays in c.unapplied for the cleanup.
+func (c *conn) applyAll() bool {
+	for i := range c.batch {
+		reply, then := c.change(&c.batch[i], true)
+		if c.send(reply) != nil || (then != nil && c.send(then) != nil) {
+			c.unapplied = append(c.unapplied, c.batch[i+1:]...)
+			return false
+		}
+	}
+	clear(c.batch)
+	c.batch = c.batch[:0]
+	return true
+}
+
 // sendFinal sends what the close reason calls for: a goaway, then, when
-// flushing, what was queued before the queue closed.
-func (c *conn) sendFinal(batch []outItem) {
+// flushing, what was queued before the queue closed and every delivery due
+// by then.
+func (c *conn) sendFinal() {
 	r := reasons[c.reason]
 	if r.goaway != "" {
 		msg := control(&actGoaway, nil)
@@ -329,84 +364,135 @@ func (c *conn) sendFinal(batch []outItem) {
 			return
 		}
 	}
-	if r.flush {
-		if !c.sendAll(c.q.take(batch)) {
-			return
-		}
-		// Replays under way, including those the flush just started, are
-		// part of what the client was promised. The send timeout and the
-		// drain deadline bound this.
-		for len(c.replays) > 0 && c.replayStep() {
-		}
+	if !r.flush {
+		return
 	}
-}
-
-func (c *conn) sendAll(batch []outItem) bool {
-	bytes := 0
-	defer func() { c.q.sent(len(batch), bytes) }()
-	for i := range batch {
-		it := &batch[i]
-		bytes += it.size()
-		if !c.sendItem(it) {
-			return false
-		}
+	c.batch = c.q.take(c.batch)
+	if !c.applyAll() {
+		return
 	}
-	return true
-}
-
-func (c *conn) sendItem(it *outItem) bool {
-	switch {
-	case it.entry != nil:
-		if c.send(&it.entry.Msg) != nil {
-			return false
-		}
-		it.m.sent.Store(it.entry.Seq)
-		c.svc.metrics.Delivered(time.Since(it.entry.Accepted))
-	case it.start != nil:
-		reply, rp := it.m.sess.startReplay(c, it.m, it.start)
-		if c.send(reply) != nil {
-			return false
-		}
-		if rp != nil {
-			c.replays = append(c.replays, rp)
-		}
-	default:
-		if c.send(it.msg) != nil {
-			return false
-		}
-	}
-	return true
-}
-
-// replayStep sends the next batch of each replay in progress.
-func (c *conn) replayStep() bool {
-	if c.buf == nil {
-		c.buf = make([]*Entry, replayBatch)
-	}
-	live := c.replays[:0]
-	for _, r := range c.replays {
-		n, st := r.m.sess.readReplay(c, r, c.buf)
-		switch st {
-		case replayLost:
-			c.close(reasonSlowConsumer, nil)
-			return false
-		case replayOver:
-			continue
-		}
-		for _, e := range c.buf[:n] {
-			if c.send(&e.Msg) != nil {
-				return false
+	for _, m := range c.cursors {
+		for target := m.sess.last(); m.at.Seq < target; {
+			if _, ok := c.deliver(deliverBatch); !ok {
+				return
 			}
-			r.cursor = e.Seq
-			r.m.sent.Store(e.Seq)
-			c.svc.metrics.Delivered(time.Since(e.Accepted))
 		}
-		clear(c.buf[:n])
-		live = append(live, r)
 	}
-	clear(c.replays[len(live):])
-	c.replays = live
-	return true
+}
+
+// deliver sends up to n entries of each active cursor. It reports whether
+// it sent any, and false for ok when a send failed.
+func (c *conn) deliver(n int) (sent, ok bool) {
+	var live, liveBytes int64
+	replayed := 0
+	ok = true
+	for _, m := range c.cursors {
+		for range n {
+			e := m.at.next.Load()
+			if e == nil {
+				break
+			}
+			if c.send(&e.Msg) != nil {
+				ok = false
+				break
+			}
+			m.at, sent = e, true
+			if e.Seq > m.liveFrom {
+				live++
+				liveBytes += int64(e.size())
+				c.svc.metrics.Delivered(time.Since(e.Accepted))
+			} else {
+				replayed++
+			}
+		}
+		if !ok {
+			break
+		}
+	}
+	if live > 0 {
+		c.queued(-live, -liveBytes)
+	}
+	if replayed > 0 {
+		c.svc.metrics.Replayed(replayed)
+	}
+	return sent, ok
+}
+
+// change applies one queue item. With live set it returns the messages to
+// send; otherwise the stream has ended and only the membership's state
+// changes, so that its retained position is what the client last asked for.
+func (c *conn) change(it *outItem, live bool) (reply, then *streamsvc.DataMessage) {
+	m := it.m
+	switch it.op {
+	case opNone:
+		return it.msg, nil
+	case opJoin:
+		c.stop(m)
+		m.paused = false
+		if !live {
+			m.pos = it.seq
+			return nil, nil
+		}
+		complete, _ := c.activate(m, it.seq)
+		reply = control(&actJoined, m.sess.name)
+		reply.Seq, reply.Epoch, reply.Recovered = &it.last, m.sess.epoch, ptr(complete && !it.lost)
+		return reply, nil
+	case opRestore:
+		if !live {
+			return nil, nil
+		}
+		reply = control(&actJoined, m.sess.name)
+		var complete bool
+		var last uint64
+		if m.paused {
+			complete, last = m.peek()
+			then = control(&actPaused, m.sess.name)
+		} else {
+			complete, last = c.activate(m, m.pos)
+		}
+		reply.Seq, reply.Epoch, reply.Recovered = &last, m.sess.epoch, &complete
+		return reply, then
+	case opPause:
+		c.stop(m)
+		m.paused = true
+		return control(&actPaused, m.sess.name), nil
+	case opResume:
+		wasPaused := m.paused
+		m.paused = false
+		if !live {
+			return nil, nil
+		}
+		complete, last := true, m.sess.last()
+		if wasPaused {
+			complete, last = c.activate(m, m.pos)
+		}
+		reply = control(&actResumed, m.sess.name)
+		reply.Seq, reply.Recovered = &last, &complete
+		return reply, nil
+	case opLeave:
+		c.stop(m)
+		s := m.sess
+		s.mu.Lock()
+		s.drop(c.svc.sessions, m)
+		s.mu.Unlock()
+		return control(&actLeft, s.name), nil
+	}
+	panic(fmt.Sprintf("unknown membership change %d", it.op))
+}
+
+// activate starts delivering m's entries after seq.
+func (c *conn) activate(m *member, seq uint64) (complete bool, last uint64) {
+	complete, last = m.activate(c, seq)
+	c.cursors = append(c.cursors, m)
+	return complete, last
+}
+
+// stop stops delivering m's entries, keeping its position.
+func (c *conn) stop(m *member) {
+	if i := slices.Index(c.cursors, m); i >= 0 {
+		m.deactivate(c)
+		c.cursors = slices.Delete(c.cursors, i, i+1)
+	}
 }
 
 // recoverPanic ends the stream INTERNAL if its goroutine panics, so that

@@ -24,7 +24,7 @@ func (c *conn) handle(msg *streamsvc.DataMessage) {
 	case typeHeartbeat:
 		// Receiving it was the point.
 	case typeHealthCheck:
-		c.push(outItem{msg: stamped(typeHealthCheck, time.Now())})
+		c.reply(outItem{msg: stamped(typeHealthCheck, time.Now())})
 	case typeData:
 		if msg.SessionID == nil {
 			c.refuse(msg, "session_id is required")
@@ -47,6 +47,117 @@ func (c *conn) handle(msg *streamsvc.DataMessage) {
 
 // refuse answers msg (nil when it could not be decoded) with an error.
 func (c *conn) refuse(msg *streamsvc.DataMessage, reason string) {
+	c.reply(refusal(msg, reason))
+}
+
+// reply queues it for the sender, waiting for room: a client that asks
+// faster than it reads the answers is not read from until it catches up.
+func (c *conn) reply(it outItem) {
+	c.q.push(it, c.closing)
+}
+
+func (c *conn) publish(msg *streamsvc.DataMessage) {
+	cl := c.client
+	cl.mu.Lock()
+	var it outItem
+	m := cl.members[*msg.SessionID]
+	if m == nil && cl.conn == c {
+		m, it = c.join(msg, true)
+	}
+	cl.mu.Unlock()
+	if it.op != opNone || it.msg != nil {
+		c.reply(it)
+	}
+	if m != nil {
+		// Members of sessions attached to a live stream are never removed
+		// under it, so the session is still there.
+		m.sess.publish(c.svc.sessions, c, msg)
+	}
+}
+
+func (c *conn) control(msg *streamsvc.DataMessage) {
+	var op memberOp
+	switch *msg.Action {
+	case actJoin:
+		op = opJoin
+	case actLeave:
+		op = opLeave
+	case actPause:
+		op = opPause
+	case actResume:
+		op = opResume
+	default:
+		c.refuse(msg, fmt.Sprintf("action %q is not a client action", *msg.Action))
+		return
+	}
+	name := *msg.SessionID
+	cl := c.client
+	cl.mu.Lock()
+	if cl.conn != c {
+		cl.mu.Unlock()
+		return
+	}
+	var it outItem
+	if op == opJoin {
+		_, it = c.join(msg, false)
+	} else if m := cl.members[name]; m != nil {
+		it = outItem{op: op, m: m}
+		if op == opLeave {
+			delete(cl.members, name) // its sender lets go of it when it applies the leave
+		}
+	}
+	cl.mu.Unlock()
+	if it.op == opNone && it.msg == nil {
+		c.refuse(msg, "not a member of session "+name)
+		return
+	}
+	c.reply(it)
+}
+
+// join makes the client a member of msg's session, or moves its position
+// there, and returns the membership (nil if refused) and what to queue: the
+// change, or the refusal. implicit is a data message's live join. The
+// position is fixed here, when the join is served: a seq beyond the
+// session's last counts as its last, and a seq of another epoch means
+// nothing here. Called with the client's lock held.
+func (c *conn) join(msg *streamsvc.DataMessage, implicit bool) (*member, outItem) {
+	cl := c.client
+	name := *msg.SessionID
+	if !c.ident.May(name) {
+		return nil, refusal(msg, errPermissionDenied)
+	}
+	m := cl.members[name]
+	var s *session
+	if m == nil {
+		if len(cl.members) >= c.svc.cfg.MaxSessionsPerConnection {
+			return nil, refusal(msg, fmt.Sprintf("too many sessions: at most %d per connection", c.svc.cfg.MaxSessionsPerConnection))
+		}
+		if s = c.svc.lockSession(name); s == nil {
+			return nil, refusal(msg, fmt.Sprintf("too many sessions on this server: at most %d", c.svc.cfg.MaxSessions))
+		}
+		m = &member{client: cl, sess: s}
+		s.members[m] = struct{}{}
+		s.attach(c.svc.sessions, m, c)
+		cl.members[name] = m
+	} else {
+		s = m.sess
+		s.mu.Lock()
+	}
+	last := s.hist.last()
+	it := outItem{op: opJoin, m: m, seq: last, last: last}
+	switch {
+	case implicit || msg.Seq == nil:
+	case msg.Epoch != nil && *msg.Epoch != *s.epoch:
+		it.lost = true // replay nothing
+	default:
+		it.seq = min(*msg.Seq, last)
+	}
+	s.mu.Unlock()
+	return m, it
+}
+
+// refusal is the error reply to msg (nil when it could not be decoded).
+func refusal(msg *streamsvc.DataMessage, reason string) outItem {
 	if len(reason) > maxReasonLen { // validation errors quote the offending value
 		reason = strings.ToValidUTF8(reason[:maxReasonLen], "") + "…"
 	}
@@ -55,122 +166,7 @@ func (c *conn) refuse(msg *streamsvc.DataMessage, reason string) {
 	if msg != nil {
 		reply.ID, reply.SessionID = msg.ID, msg.SessionID
 	}
-	c.push(outItem{msg: reply})
-}
-
-func (c *conn) publish(msg *streamsvc.DataMessage) {
-	if m := c.memberFor(msg); m != nil {
-		m.sess.publish(c, msg)
-	}
-}
-
-// memberFor returns the client's membership of msg's session, joining it
-// live if needed, or nil if that was refused.
-func (c *conn) memberFor(msg *streamsvc.DataMessage) *member {
-	cl := c.client
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if cl.conn != c {
-		return nil
-	}
-	if m := cl.members[*msg.SessionID]; m != nil {
-		return m
-	}
-	return c.joinLocked(msg, true)
-}
-
-func (c *conn) control(msg *streamsvc.DataMessage) {
-	cl := c.client
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if cl.conn != c {
-		return
-	}
-	name := *msg.SessionID
-	switch *msg.Action {
-	case actJoin:
-		c.joinLocked(msg, false)
-		return
-	case actLeave, actPause, actResume:
-	default:
-		c.refuse(msg, fmt.Sprintf("action %q is not a client action", *msg.Action))
-		return
-	}
-	m := cl.members[name]
-	if m == nil {
-		c.refuse(msg, "not a member of session "+name)
-		return
-	}
-	s := m.sess
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch *msg.Action {
-	case actLeave:
-		delete(cl.members, name)
-		m.leave()
-		c.push(outItem{msg: control(&actLeft, s.name)})
-	case actPause:
-		if m.state != statePaused {
-			m.state = statePaused
-			m.gen++
-		}
-		c.push(outItem{msg: control(&actPaused, s.name)})
-	case actResume:
-		if m.state != statePaused {
-			reply := control(&actResumed, s.name)
-			reply.Seq, reply.Recovered = ptr(s.hist.Last()), ptr(true)
-			c.push(outItem{msg: reply})
-			return
-		}
-		m.state = stateReplaying
-		m.gen++
-		c.push(outItem{m: m, start: &replayStart{gen: m.gen, action: &actResumed, fromSent: true}})
-	}
-}
-
-// joinLocked makes the client a member of msg's session, or restarts its
-// membership there. implicit is a data message's live join. It returns nil
-// when the join was refused. Called with the client's lock held.
-func (c *conn) joinLocked(msg *streamsvc.DataMessage, implicit bool) *member {
-	cl := c.client
-	name := *msg.SessionID
-	if !c.ident.May(name) {
-		c.refuse(msg, errPermissionDenied)
-		return nil
-	}
-	m := cl.members[name]
-	if m == nil {
-		if len(cl.members) >= c.svc.cfg.MaxSessionsPerConnection {
-			c.refuse(msg, fmt.Sprintf("too many sessions: at most %d per connection", c.svc.cfg.MaxSessionsPerConnection))
-			return nil
-		}
-		s := c.svc.sessions.lock(name)
-		if s == nil {
-			c.refuse(msg, fmt.Sprintf("too many sessions on this server: at most %d", c.svc.cfg.MaxSessions))
-			return nil
-		}
-		m = &member{client: cl, sess: s}
-		s.members[cl.id] = m
-		cl.members[name] = m
-	} else {
-		m.sess.mu.Lock()
-	}
-	s := m.sess
-	defer s.mu.Unlock()
-	m.conn = c
-	m.gen++
-	if implicit || msg.Seq == nil {
-		last := s.hist.Last()
-		m.state = stateLive
-		m.sent.Store(last)
-		reply := control(&actJoined, s.name)
-		reply.Seq, reply.Epoch, reply.Recovered = &last, s.epoch, ptr(true) // nothing was asked for, nothing is missing
-		c.push(outItem{msg: reply})
-		return m
-	}
-	m.state = stateReplaying
-	c.push(outItem{m: m, start: &replayStart{gen: m.gen, action: &actJoined, from: *msg.Seq, epoch: msg.Epoch}})
-	return m
+	return outItem{msg: reply}
 }
 
 func deref[T any](p *T) any {

@@ -15,10 +15,11 @@ type housekeeping struct {
 	probeAt time.Time // when a health probe was sent; zero if none is out
 	send    uint64    // send counter at the last change
 	sendAt  time.Time // when the sender last started or finished a send
+	overAt  time.Time // since when more than queue-size deliveries are pending; zero if not
 }
 
 // housekeep runs the service's periodic work in one goroutine: heartbeats,
-// health probes, the send timeout, history expiry and membership expiry.
+// health probes, slow consumers, history expiry and membership expiry.
 func (s *Service) housekeep() {
 	defer s.wg.Done()
 	tick := time.NewTicker(s.cfg.tick())
@@ -34,23 +35,26 @@ func (s *Service) housekeep() {
 	}
 }
 
-// tick does one round of housekeeping. A panic (a History implementation's,
-// say) is logged and the next round goes on.
+// tick does one round of housekeeping: it looks at every live stream, and
+// at the sessions and retained clients whose time has come — what expires,
+// not what exists. A panic is logged and the next round goes on.
 func (s *Service) tick(now time.Time, conns []*conn) []*conn {
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error(s.logCtx, fmt.Errorf("panic: %v", r), log.KV{K: "msg", V: "housekeeping"}, log.KV{K: "stack", V: string(debug.Stack())})
 		}
 	}()
-	conns = s.pool.conns(conns[:0])
+	conns = s.pool.snapshot(conns[:0])
 	for _, c := range conns {
 		if c.serving.Load() {
 			s.check(c, now)
 		}
 	}
 	clear(conns)
-	s.sessions.sweep(now.Add(-s.cfg.HistoryTTL))
-	s.pool.expire(now.Add(-s.cfg.SessionTTL))
+	s.sessions.expire(now, s.cfg.HistoryTTL)
+	for _, cl := range s.pool.expire(now.Add(-s.cfg.SessionTTL)) {
+		cl.forget(s.sessions)
+	}
 	return conns
 }
 
@@ -62,8 +66,9 @@ func (s *Service) check(c *conn, now time.Time) {
 	}
 	switch {
 	case h.probeAt.IsZero() && now.Sub(h.recvAt) >= s.cfg.MaxInactivity:
-		h.probeAt = now
-		c.push(outItem{msg: stamped(typeHealthCheck, now)})
+		if c.q.offer(outItem{msg: stamped(typeHealthCheck, now)}) {
+			h.probeAt = now
+		}
 	case !h.probeAt.IsZero() && now.Sub(h.probeAt) >= s.cfg.ProbeTimeout:
 		c.close(reasonInactive, nil)
 	}
@@ -75,6 +80,18 @@ func (s *Service) check(c *conn, now time.Time) {
 		c.close(reasonUnauthenticated, nil)
 	}
 
+	// A slow consumer is one that does not read, not one a burst got ahead
+	// of: a send blocked for the send timeout, or more than queue-size
+	// deliveries pending for all of it. (The byte bound is checked as
+	// deliveries are counted.)
+	switch {
+	case c.pending.Load() <= int64(s.cfg.QueueSize):
+		h.overAt = time.Time{}
+	case h.overAt.IsZero():
+		h.overAt = now
+	case now.Sub(h.overAt) >= s.cfg.SendTimeout:
+		c.close(reasonSlowConsumer, nil)
+	}
 	n := c.sends.Load()
 	switch {
 	case n != h.send:
@@ -83,7 +100,8 @@ func (s *Service) check(c *conn, now time.Time) {
 		c.close(reasonSlowConsumer, nil)
 		c.kill()
 	case n%2 == 0 && now.Sub(h.sendAt) >= s.cfg.HeartbeatInterval:
-		h.sendAt = now
-		c.push(outItem{msg: stamped(typeHeartbeat, now)})
+		if c.q.offer(outItem{msg: stamped(typeHeartbeat, now)}) {
+			h.sendAt = now
+		}
 	}
 }

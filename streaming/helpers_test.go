@@ -39,17 +39,32 @@ func startServer(t testing.TB, cfg Config, opts ...grpc.ServerOption) *testServe
 // startServerWith is startServer with service options.
 func startServerWith(t testing.TB, cfg Config, svcOpts []Option, opts ...grpc.ServerOption) *testServer {
 	t.Helper()
+	return startServerFull(t, cfg, svcOpts, nil, opts...)
+}
+
+// startServerWrapped serves the service as wrap makes it appear.
+func startServerWrapped(t testing.TB, cfg Config, wrap func(*Service) streamsvc.Service) *testServer {
+	t.Helper()
+	return startServerFull(t, cfg, nil, wrap)
+}
+
+func startServerFull(t testing.TB, cfg Config, svcOpts []Option, wrap func(*Service) streamsvc.Service, opts ...grpc.ServerOption) *testServer {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := newCountingMetrics()
 	svc := New(cfg, append([]Option{WithMetrics(m)}, svcOpts...)...)
+	var served streamsvc.Service = svc
+	if wrap != nil {
+		served = wrap(svc)
+	}
 	gs := grpc.NewServer(opts...)
-	streampb.RegisterStreamServiceServer(gs, streamsvr.New(streamsvc.NewEndpoints(svc), nil))
-	served := make(chan struct{})
+	streampb.RegisterStreamServiceServer(gs, streamsvr.New(streamsvc.NewEndpoints(served), nil))
+	serving := make(chan struct{})
 	go func() {
-		defer close(served)
+		defer close(serving)
 		_ = gs.Serve(lis)
 	}()
 	t.Cleanup(func() {
@@ -57,7 +72,7 @@ func startServerWith(t testing.TB, cfg Config, svcOpts []Option, opts ...grpc.Se
 		defer cancel()
 		_ = svc.Shutdown(ctx)
 		gs.Stop()
-		<-served
+		<-serving
 	})
 	return &testServer{svc: svc, addr: lis.Addr().String(), metrics: m}
 }
@@ -278,10 +293,13 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// countingMetrics counts the disconnects tests look at.
+// countingMetrics counts the events tests look at.
 type countingMetrics struct {
 	mu          sync.Mutex
 	disconnects map[string]int
+	delivered   int // live deliveries
+	replayed    int
+	evicted     int
 }
 
 func newCountingMetrics() *countingMetrics {
@@ -293,9 +311,33 @@ func (m *countingMetrics) Disconnected(reason string) {
 	m.disconnects[reason]++
 	m.mu.Unlock()
 }
-func (m *countingMetrics) Delivered(time.Duration) {}
-func (m *countingMetrics) SendFailed()             {}
-func (m *countingMetrics) ReceiveFailed()          {}
+func (m *countingMetrics) Delivered(time.Duration) {
+	m.mu.Lock()
+	m.delivered++
+	m.mu.Unlock()
+}
+
+func (m *countingMetrics) Replayed(n int) {
+	m.mu.Lock()
+	m.replayed += n
+	m.mu.Unlock()
+}
+
+func (m *countingMetrics) RetainedEvicted() {
+	m.mu.Lock()
+	m.evicted++
+	m.mu.Unlock()
+}
+
+// counts returns the live deliveries, replays and evictions counted so far.
+func (m *countingMetrics) counts() (delivered, replayed, evicted int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.delivered, m.replayed, m.evicted
+}
+
+func (m *countingMetrics) SendFailed()    {}
+func (m *countingMetrics) ReceiveFailed() {}
 
 func (m *countingMetrics) disconnected(reason string) int {
 	m.mu.Lock()

@@ -1,30 +1,149 @@
 package streaming
 
-import "time"
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"sync/atomic"
+	"time"
 
-// History is the bounded record of one session's accepted messages. It is
-// where sequence numbers come from, and the only place a member's replay
-// reads from. Its methods are called with the owning session's lock held,
-// so an implementation needs no locking of its own.
+	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
+)
+
+// Entry is one accepted data message: what history keeps and what every
+// member is sent. It is built once per publish and never modified once
+// appended, except for next, which is set once, when the entry after it is
+// appended.
 //
-// The in-memory implementation keeps one process's sessions; a distributed
-// implementation keeps the same contract in a shared engine.
-type History interface {
-	// Epoch identifies this incarnation of the session's history.
-	Epoch() string
-	// Last is the seq of the newest message ever appended (0 for none).
-	Last() uint64
-	// Append gives e the next seq and stores it, evicting the oldest
-	// entries when full.
-	Append(e *Entry)
-	// Read fills buf with the messages after seq, oldest first, and returns
-	// how many it wrote. complete is false when history no longer holds
-	// seq+1 (it was evicted or expired).
-	Read(after uint64, buf []*Entry) (n int, complete bool)
-	// Expire drops the messages accepted before cutoff and reports how many
-	// remain.
-	Expire(cutoff time.Time) (remaining int)
+// Entries form a chain in seq order. A member's cursor is a pointer to the
+// last entry its stream was handed; its sender follows next without taking
+// the session's lock, so a burst is never copied into per-member queues:
+// history is the queue. An entry that history evicted stays reachable from
+// a cursor still behind it, and is freed once no cursor is.
+type Entry struct {
+	// Msg is the delivery as members receive it; Msg.Seq points at Seq.
+	Msg streamsvc.DataMessage
+	// Accepted is when the server accepted the message.
+	Accepted time.Time
+	// Seq is the entry's sequence number in its session.
+	Seq uint64
+
+	cum  uint64                // payload bytes of the session up to and including this entry
+	next atomic.Pointer[Entry] // the entry after this one, once appended
+	ts   int64                 // storage behind Msg.Timestamp, so that a publish costs one allocation
 }
 
-// HistoryFactory makes the history of a new session incarnation.
-type HistoryFactory func(session string) History
+// size is what the entry counts against byte bounds: its payload.
+func (e *Entry) size() uint64 { return uint64(len(e.Msg.Data)) }
+
+// anchorBefore returns a cursor position just before e: an entry that is
+// never sent, whose next is e.
+func anchorBefore(e *Entry) *Entry {
+	a := &Entry{Seq: e.Seq - 1, cum: e.cum - e.size()}
+	a.next.Store(e)
+	return a
+}
+
+// history keeps the last size entries of a session, no more than maxBytes
+// of payload (the newest entry is kept whatever its size), in a ring that
+// grows on demand, so an idle session costs little. It also keeps the
+// newest entry ever appended, the tail, which the chain continues from.
+// Guarded by the owning session's lock.
+type history struct {
+	size     int
+	maxBytes int
+	tail     *Entry   // newest entry appended, or the root for none
+	ring     []*Entry // len(ring) <= size
+	head     int      // index of the oldest entry held
+	n        int      // entries held
+	bytes    int      // payload bytes held
+}
+
+func newHistory(size, maxBytes int) *history {
+	return &history{size: max(size, 1), maxBytes: maxBytes, tail: &Entry{}}
+}
+
+// last is the seq of the newest entry ever appended (0 for none).
+func (h *history) last() uint64 { return h.tail.Seq }
+
+// append gives e the next seq, stores it and links it after the tail,
+// evicting the oldest entries beyond the bounds.
+func (h *history) append(e *Entry) {
+	if h.n == len(h.ring) {
+		if len(h.ring) < h.size {
+			h.grow()
+		} else {
+			h.dropOldest()
+		}
+	}
+	e.Seq = h.tail.Seq + 1
+	e.cum = h.tail.cum + e.size()
+	h.ring[(h.head+h.n)%len(h.ring)] = e
+	h.n++
+	h.bytes += len(e.Msg.Data)
+	for h.bytes > h.maxBytes && h.n > 1 {
+		h.dropOldest()
+	}
+	h.tail.next.Store(e) // after e is complete: senders read it without the lock
+	h.tail = e
+}
+
+func (h *history) dropOldest() {
+	h.bytes -= len(h.ring[h.head].Msg.Data)
+	h.ring[h.head] = nil
+	h.head = (h.head + 1) % len(h.ring)
+	h.n--
+}
+
+func (h *history) grow() {
+	ring := make([]*Entry, min(max(2*len(h.ring), 16), h.size))
+	for i := range h.n {
+		ring[i] = h.ring[(h.head+i)%len(h.ring)]
+	}
+	h.ring, h.head = ring, 0
+}
+
+// oldest is the oldest entry held, or nil.
+func (h *history) oldest() *Entry {
+	if h.n == 0 {
+		return nil
+	}
+	return h.ring[h.head]
+}
+
+// from returns the cursor position from which a member is sent what came
+// after seq: an entry whose chain continues with seq+1, or with the oldest
+// entry held when seq+1 is gone. complete is false exactly when history no
+// longer holds every entry after seq.
+func (h *history) from(seq uint64) (at *Entry, complete bool) {
+	if seq >= h.tail.Seq {
+		return h.tail, true
+	}
+	o := h.oldest()
+	switch {
+	case o == nil:
+		return h.tail, false
+	case seq+1 <= o.Seq:
+		return anchorBefore(o), seq+1 == o.Seq
+	default:
+		return h.ring[(h.head+int(seq-o.Seq))%len(h.ring)], true
+	}
+}
+
+// expire drops the entries accepted before cutoff and returns how many
+// remain.
+func (h *history) expire(cutoff time.Time) int {
+	for h.n > 0 && h.ring[h.head].Accepted.Before(cutoff) {
+		h.dropOldest()
+	}
+	if h.n == 0 && len(h.ring) > 16 {
+		h.ring, h.head = nil, 0 // give an idle session's memory back
+	}
+	return h.n
+}
+
+// newEpoch returns a random identifier for a session incarnation.
+func newEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}

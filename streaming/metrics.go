@@ -13,8 +13,15 @@ type Metrics interface {
 	// resource_exhausted.
 	Disconnected(reason string)
 	// Delivered records the time from a data message's acceptance to its
-	// send to one member.
+	// live send to one member.
 	Delivered(latency time.Duration)
+	// Replayed counts n messages sent from history: on a join at a
+	// position, a resume or a reconnect.
+	Replayed(n int)
+	// RetainedEvicted counts retained state dropped to make room: a
+	// retained client beyond the bound, or an idle session beyond the
+	// session limit.
+	RetainedEvicted()
 	// SendFailed and ReceiveFailed count failed writes and reads.
 	SendFailed()
 	ReceiveFailed()
@@ -25,5 +32,7 @@ type nopMetrics struct{}
 
 func (nopMetrics) Disconnected(string)     {}
 func (nopMetrics) Delivered(time.Duration) {}
+func (nopMetrics) Replayed(int)            {}
+func (nopMetrics) RetainedEvicted()        {}
 func (nopMetrics) SendFailed()             {}
 func (nopMetrics) ReceiveFailed()          {}

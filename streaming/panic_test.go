@@ -1,31 +1,42 @@
 package streaming
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 )
 
-// panickyHistory is a History whose Append panics, standing in for a bug
-// in a History implementation.
-type panickyHistory struct{ History }
+// panicky serves streams whose Send panics on a delivery of "boom",
+// standing in for a bug on the sender's path.
+type panicky struct{ *Service }
 
-func (panickyHistory) Append(*Entry) { panic("history failure") }
+func (p panicky) StreamData(ctx context.Context, pl *streamsvc.StreamDataPayload, stream streamsvc.StreamDataServerStream) error {
+	return p.Service.StreamData(ctx, pl, panickyStream{stream})
+}
+
+type panickyStream struct {
+	streamsvc.StreamDataServerStream
+}
+
+func (s panickyStream) Send(m *streamsvc.DataMessage) error {
+	if string(m.Data) == "boom" {
+		panic("send failure")
+	}
+	return s.StreamDataServerStream.Send(m)
+}
 
 func TestPanicEndsOnlyItsStream(t *testing.T) {
-	memory := NewMemoryHistory(10, 1<<30)
-	ts := startServerWith(t, Config{}, []Option{WithHistory(func(session string) History {
-		if session == "boom" {
-			return panickyHistory{memory(session)}
-		}
-		return memory(session)
-	})})
+	ts := startServerWrapped(t, Config{}, func(s *Service) streamsvc.Service { return panicky{s} })
 	victim, bystander := ts.open(t, "victim"), ts.open(t, "bystander")
 	victim.welcome()
 	bystander.welcome()
 	bystander.join("room")
 	victim.join("room")
+	victim.join("boom")
 
-	victim.publish("boom", "x")
+	victim.publish("boom", "boom")
 	err := victim.end()
 	if errorName(err) != "fault" || !strings.Contains(err.Error(), "internal error") {
 		t.Fatalf("panicking stream ended with %v, want INTERNAL", err)
@@ -39,7 +50,9 @@ func TestPanicEndsOnlyItsStream(t *testing.T) {
 	}
 	again := ts.open(t, "victim")
 	again.welcome()
-	if j := again.expect(typeControl, actJoined); str(j.SessionID) != "room" && str(j.SessionID) != "boom" {
-		t.Fatalf("got %s", describe(j))
+	for range 2 {
+		if j := again.expect(typeControl, actJoined); str(j.SessionID) != "room" && str(j.SessionID) != "boom" {
+			t.Fatalf("got %s", describe(j))
+		}
 	}
 }

@@ -14,9 +14,7 @@ import (
 
 // members is the number of members session has, or -1 if it does not exist.
 func (ts *testServer) members(session string) int {
-	ts.svc.sessions.mu.RLock()
-	s := ts.svc.sessions.m[session]
-	ts.svc.sessions.mu.RUnlock()
+	s := ts.svc.sessions.get(session)
 	if s == nil {
 		return -1
 	}
@@ -43,7 +41,7 @@ func TestSlowConsumerIsDisconnectedWhileOthersGoOn(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"queue full", Config{QueueSize: 64, SendTimeout: time.Hour}},
+		{"backlog over the queue size", Config{QueueSize: 64, MaxPendingBytes: 1 << 30, SendTimeout: 200 * time.Millisecond}},
 		{"pending bytes", Config{QueueSize: 100000, MaxPendingBytes: 256 << 10, SendTimeout: time.Hour}},
 		{"send timeout", Config{QueueSize: 100000, MaxPendingBytes: 1 << 30, SendTimeout: 100 * time.Millisecond}},
 	} {

@@ -6,93 +6,103 @@ import (
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 )
 
-// outItem is one thing a connection's sender has to do: send a control
-// message, deliver a session entry, or answer a join or resume and then
-// replay history.
-type outItem struct {
-	msg   *streamsvc.DataMessage // a message to send as is
-	entry *Entry                 // a delivery; m's position advances when it is sent
-	start *replayStart           // a joined/resumed reply followed by a replay
-	m     *member                // the membership an entry or start is for
-}
-
-// size is what the item counts against the pending-bytes bound: the
-// variable-length content it carries.
-func (it *outItem) size() int {
-	switch {
-	case it.entry != nil:
-		return len(it.entry.Msg.Data)
-	case it.msg != nil && it.msg.Reason != nil:
-		return len(*it.msg.Reason)
-	}
-	return 0
-}
-
-// outQueue is a connection's bounded outbound queue. Producers (publishers,
-// the receiver, the housekeeper) never wait on it: a push that would cross a
-// bound fails, and the caller disconnects the client as a slow consumer.
-// Its buffer grows with use, so an idle connection holds none.
-type outQueue struct {
-	notify chan struct{} // capacity 1: "the queue is not empty"
-
-	mu       sync.Mutex // guards the fields below
-	items    []outItem
-	pending  int // items queued or taken but not yet sent
-	bytes    int // payload bytes of those items
-	closed   bool
-	maxItems int
-	maxBytes int
-}
-
-func newOutQueue(maxItems, maxBytes int) *outQueue {
-	return &outQueue{notify: make(chan struct{}, 1), maxItems: maxItems, maxBytes: maxBytes}
-}
-
-// pushResult says what became of a push.
-type pushResult int
+// memberOp is a change to one of the connection's memberships, applied by
+// its sender in the order the client asked for it, with its reply.
+type memberOp uint8
 
 const (
-	pushed pushResult = iota
-	pushFull
-	pushClosed
+	opNone    memberOp = iota
+	opJoin             // point the cursor after seq; reply joined
+	opRestore          // point the cursor at the retained position; reply joined (and paused)
+	opPause            // stop the cursor; reply paused
+	opResume           // restart a paused cursor; reply resumed
+	opLeave            // let go of the member; reply left
 )
 
-func (q *outQueue) push(it outItem) pushResult {
-	return q.pushBounded(it, true)
+// outItem is one thing a connection's sender has to do: send a message as
+// is, or apply a membership change and send its reply.
+type outItem struct {
+	msg  *streamsvc.DataMessage // a message to send as is
+	op   memberOp
+	m    *member
+	seq  uint64 // opJoin: the position the join fixed
+	last uint64 // opJoin: the session's last seq when the join was served
+	lost bool   // opJoin: the client asked for another epoch
 }
 
-// pushRestore queues one of the items a reconnecting client's memberships
-// need, whatever the bounds: there are at most two per membership, and a
-// client must be able to come back with all of them.
-func (q *outQueue) pushRestore(it outItem) {
-	q.pushBounded(it, false)
+// outQueue is a connection's queue of replies, errors, probes and
+// membership changes; deliveries do not go through it (members are cursors
+// into history). Its receiver waits for room when it is full: a client
+// that asks faster than it reads the answers is pushed back, not cut off.
+// Its buffer grows with use, so an idle connection holds none.
+type outQueue struct {
+	notify chan struct{} // capacity 1: "there is something to send"
+	room   chan struct{} // capacity 1: "the queue has room again"
+
+	mu     sync.Mutex // guards the fields below
+	items  []outItem
+	max    int
+	closed bool
 }
 
-func (q *outQueue) pushBounded(it outItem, bounded bool) pushResult {
-	n := it.size()
-	q.mu.Lock()
-	switch {
-	case q.closed:
-		q.mu.Unlock()
-		return pushClosed
-	case bounded && (q.pending >= q.maxItems || (n > 0 && q.bytes+n > q.maxBytes)):
-		q.mu.Unlock()
-		return pushFull
+func newOutQueue(max int) *outQueue {
+	return &outQueue{notify: make(chan struct{}, 1), room: make(chan struct{}, 1), max: max}
+}
+
+// wake tells the sender there is something to send.
+func (q *outQueue) wake() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
 	}
-	wasEmpty := len(q.items) == 0
-	q.items = append(q.items, it)
-	q.pending++
-	q.bytes += n
-	q.mu.Unlock()
-	// The sender waits only after taking an empty queue, so only the push
-	// that makes the queue non-empty needs to wake it.
-	if wasEmpty {
+}
+
+// push queues it, waiting for room until done is closed. It reports
+// whether it was queued.
+func (q *outQueue) push(it outItem, done <-chan struct{}) bool {
+	for {
+		q.mu.Lock()
+		switch {
+		case q.closed:
+			q.mu.Unlock()
+			return false
+		case len(q.items) < q.max:
+			q.items = append(q.items, it)
+			q.mu.Unlock()
+			q.wake()
+			return true
+		}
+		q.mu.Unlock()
 		select {
-		case q.notify <- struct{}{}:
-		default:
+		case <-q.room:
+		case <-done:
+			return false
 		}
 	}
-	return pushed
+}
+
+// offer queues it if there is room, and reports whether it did. For what
+// can be skipped when the client has plenty to read: heartbeats, probes.
+func (q *outQueue) offer(it outItem) bool {
+	q.mu.Lock()
+	ok := !q.closed && len(q.items) < q.max
+	if ok {
+		q.items = append(q.items, it)
+	}
+	q.mu.Unlock()
+	if ok {
+		q.wake()
+	}
+	return ok
+}
+
+// pushRestore queues a restored membership whatever the bound: a client
+// must be able to come back with all of its memberships.
+func (q *outQueue) pushRestore(it outItem) {
+	q.mu.Lock()
+	q.items = append(q.items, it)
+	q.mu.Unlock()
+	q.wake()
 }
 
 // take moves every queued item into dst, which it returns; the queue keeps
@@ -101,15 +111,13 @@ func (q *outQueue) take(dst []outItem) []outItem {
 	q.mu.Lock()
 	dst, q.items = q.items, dst[:0]
 	q.mu.Unlock()
+	if len(dst) > 0 {
+		select {
+		case q.room <- struct{}{}:
+		default:
+		}
+	}
 	return dst
-}
-
-// sent releases what take handed out once it has been sent.
-func (q *outQueue) sent(items, bytes int) {
-	q.mu.Lock()
-	q.pending -= items
-	q.bytes -= bytes
-	q.mu.Unlock()
 }
 
 // close refuses further pushes; what is queued stays for a final flush.

@@ -124,22 +124,15 @@ func TestExpiryLeavesANewerMembershipAlone(t *testing.T) {
 	x.join("room")
 	x.cancel()
 	ts.gone(t, "x")
-	p := ts.svc.pool
-	p.mu.Lock()
-	expired := p.clients["x"]
-	delete(p.clients, "x") // what expire does first
-	p.mu.Unlock()
+	expired := ts.svc.pool.expire(time.Now().Add(time.Hour)) // what the housekeeper does first
+	if len(expired) != 1 || expired[0].id != "x" {
+		t.Fatalf("expired %v", expired)
+	}
 
 	x2 := ts.open(t, "x")
 	x2.welcome()
 	x2.join("room")
-	expired.mu.Lock() // what expire does next
-	for _, m := range expired.members {
-		m.sess.mu.Lock()
-		m.leave()
-		m.sess.mu.Unlock()
-	}
-	expired.mu.Unlock()
+	expired[0].forget(ts.svc.sessions) // what it does next
 
 	pub := ts.open(t, "pub")
 	pub.welcome()
@@ -240,10 +233,10 @@ func TestEntriesDoNotPinTheirPublishersConnection(t *testing.T) {
 	})
 }
 
-// Error replies are bounded and count against the pending bytes: a client
-// that sends huge invalid messages and never reads is a slow consumer.
+// Error replies are bounded, and a client that sends huge invalid messages
+// and never reads is pushed back, then ended as a slow consumer.
 func TestErrorRepliesAreBounded(t *testing.T) {
-	ts := startServer(t, Config{MaxPendingBytes: 4 << 10, QueueSize: 100000})
+	ts := startServer(t, Config{QueueSize: 16, SendTimeout: 300 * time.Millisecond})
 	a := ts.open(t, "a")
 	a.welcome()
 	a.send(&streamsvc.DataMessage{Type: typeData, SessionID: ptr(strings.Repeat("x", 1<<20))})

@@ -136,9 +136,7 @@ func TestJoinWithSeqReplaysThenGoesLive(t *testing.T) {
 
 func epochOf(t *testing.T, ts *testServer, session string) string {
 	t.Helper()
-	ts.svc.sessions.mu.RLock()
-	defer ts.svc.sessions.mu.RUnlock()
-	s := ts.svc.sessions.m[session]
+	s := ts.svc.sessions.get(session)
 	if s == nil {
 		t.Fatalf("no session %s", session)
 	}
@@ -218,7 +216,7 @@ func TestPausedMembershipStaysPausedAcrossReconnect(t *testing.T) {
 }
 
 func TestSlowConsumerReconnectsAndRecoversEverything(t *testing.T) {
-	ts := startServer(t, Config{QueueSize: 16, HistorySize: 1000})
+	ts := startServer(t, Config{QueueSize: 16, HistorySize: 1000, SendTimeout: 300 * time.Millisecond})
 	slow := ts.openOn(t, ts.dialSmallWindow(t), "slow", false)
 	slow.send(joinMsg("room", nil, nil))
 	pub := ts.open(t, "pub")
@@ -272,12 +270,10 @@ func TestJoinWithSeqWhilePublishing(t *testing.T) {
 			j := ts.open(t, "joiner")
 			j.welcome()
 			last := func() uint64 {
-				ts.svc.sessions.mu.RLock()
-				s := ts.svc.sessions.m["room"]
-				ts.svc.sessions.mu.RUnlock()
+				s := ts.svc.sessions.get("room")
 				s.mu.Lock()
 				defer s.mu.Unlock()
-				return s.hist.Last()
+				return s.hist.last()
 			}
 			var joined atomic.Bool
 			var wg sync.WaitGroup
@@ -375,13 +371,10 @@ func TestHistoryStaysBoundedUnderEndlessPublishing(t *testing.T) {
 	pub.welcome()
 	pub.join("room")
 	held := func() (n, capacity int) {
-		ts.svc.sessions.mu.RLock()
-		s := ts.svc.sessions.m["room"]
-		ts.svc.sessions.mu.RUnlock()
+		s := ts.svc.sessions.get("room")
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		h := s.hist.(*memoryHistory)
-		return h.n, len(h.ring)
+		return s.hist.n, len(s.hist.ring)
 	}
 	for round := range 20 {
 		pub.publishN("room", 50)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
-	"github.com/streamhub/streamhub/interceptors"
 	"google.golang.org/grpc/peer"
 )
 
@@ -21,6 +20,7 @@ type Service struct {
 	metrics  Metrics
 	logCtx   context.Context // for logs not about one stream
 	auth     Authenticator   // nil: identity is x-client-id
+	annotate func(ctx context.Context, key string, value any)
 	pool     *pool
 	sessions *sessions
 
@@ -48,9 +48,10 @@ func WithLogContext(ctx context.Context) Option {
 	return func(s *Service) { s.logCtx = ctx }
 }
 
-// WithHistory stores session history with f instead of in memory.
-func WithHistory(f HistoryFactory) Option {
-	return func(s *Service) { s.sessions.newHistory = f }
+// WithAnnotator has the service describe each stream through annotate
+// (who the client is), e.g. for the end-of-stream log line.
+func WithAnnotator(annotate func(ctx context.Context, key string, value any)) Option {
+	return func(s *Service) { s.annotate = annotate }
 }
 
 // New returns a running service. Shutdown stops it.
@@ -60,8 +61,9 @@ func New(cfg Config, opts ...Option) *Service {
 		cfg:      cfg,
 		metrics:  nopMetrics{},
 		logCtx:   context.Background(),
-		pool:     newPool(cfg.MaxConnections),
-		sessions: newSessions(NewMemoryHistory(cfg.HistorySize, cfg.HistoryMaxBytes), cfg.MaxSessions),
+		annotate: func(context.Context, string, any) {},
+		pool:     newPool(cfg.MaxConnections, cfg.MaxRetainedClients),
+		sessions: newSessions(cfg),
 		stop:     make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -81,6 +83,30 @@ func (s *Service) Connections() int { return s.pool.count() }
 // Sessions is the number of sessions that exist.
 func (s *Service) Sessions() int { return s.sessions.count() }
 
+// RetainedClients is the number of clients kept for their memberships
+// while they have no stream.
+func (s *Service) RetainedClients() int { return s.pool.retainedCount() }
+
+// lockSession returns the session called name with its lock held, created
+// if needed. When the session limit would refuse it, retained state makes
+// room first: the sessions no live stream is attached to go, longest idle
+// first. It returns nil only when every session has a live member.
+func (s *Service) lockSession(name string) *session {
+	for {
+		if sess := s.sessions.lock(name); sess != nil {
+			return sess
+		}
+		retained, ok := s.sessions.evictIdle()
+		if !ok {
+			return nil
+		}
+		for _, m := range retained {
+			s.pool.dropRetained(m)
+		}
+		s.metrics.RetainedEvicted()
+	}
+}
+
 // StreamData serves one stream from its opening to its end.
 func (s *Service) StreamData(ctx context.Context, p *streamsvc.StreamDataPayload, stream streamsvc.StreamDataServerStream) error {
 	ident := identityFrom(ctx)
@@ -93,7 +119,7 @@ func (s *Service) StreamData(ctx context.Context, p *streamsvc.StreamDataPayload
 	default:
 		id = anonymousID()
 	}
-	interceptors.Annotate(ctx, "client", id)
+	s.annotate(ctx, "client", id)
 	var addr string
 	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
 		addr = pr.Addr.String()
@@ -106,27 +132,30 @@ func (s *Service) StreamData(ctx context.Context, p *streamsvc.StreamDataPayload
 	}
 	c.running.Store(1)
 	defer c.exit()
+	c.start() // the welcome goes out now, whatever the old stream does
 	if old != nil {
-		// The old stream must be gone before this one takes its memberships.
-		// Its goaway may be stuck behind a client that does not read, so it
-		// gets the send timeout and is then cut off.
-		old.close(reasonReplaced, nil)
-		cutoff := time.AfterFunc(s.cfg.SendTimeout, old.kill)
-		select {
-		case <-old.finished:
-		case <-c.killed: // shutdown ran out of time, or a newer stream replaced this one
-			old.kill()
-			<-old.finished
-		case <-ctx.Done():
-			old.kill()
-			<-old.finished
-		}
-		cutoff.Stop()
-	}
-	if c.isClosing() { // shut down while waiting
-		return c.status()
+		s.replace(c, old)
 	}
 	return c.serve()
+}
+
+// replace ends old, the stream c replaces, before c takes its memberships
+// over at the positions old was actually handed. old gets a goaway if it
+// can take one within the replace grace; a stream stuck behind a client
+// that does not read is cut off then.
+func (s *Service) replace(c, old *conn) {
+	old.close(reasonReplaced, nil)
+	grace := time.NewTimer(s.cfg.replaceGrace())
+	defer grace.Stop()
+	select {
+	case <-old.finished:
+		return
+	case <-grace.C:
+	case <-c.killed: // shutdown ran out of time, or a newer stream replaced this one
+	case <-c.ctx.Done():
+	}
+	old.kill()
+	<-old.finished
 }
 
 // Shutdown drains the service: new streams are refused, every stream gets a

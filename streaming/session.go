@@ -1,118 +1,118 @@
 package streaming
 
 import (
+	"container/heap"
+	"container/list"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 )
 
-// Entry is one accepted data message: what history keeps and what every
-// member is sent. It is built once per publish and never modified after
-// History.Append.
-type Entry struct {
-	// Msg is the delivery as members receive it; Msg.Seq points at Seq.
-	Msg streamsvc.DataMessage
-	// Accepted is when the server accepted the message.
-	Accepted time.Time
-	// Seq is the entry's sequence number in its session, set by Append.
-	Seq uint64
-
-	ts int64 // storage behind Msg.Timestamp, so that a publish costs one allocation
-}
-
-// memberState is what a member receives.
-type memberState uint8
-
-const (
-	// stateLive members are sent each new entry through their connection's queue.
-	stateLive memberState = iota
-	// stateReplaying members are caught up by their connection's sender,
-	// reading history, before they turn live.
-	stateReplaying
-	// statePaused members receive nothing; their position is kept.
-	statePaused
-	// stateLeft members are gone.
-	stateLeft
-)
-
-// member is one client's membership of one session. It outlives its
-// connection for the session TTL.
-type member struct {
-	client *client
-	sess   *session
-
-	// Guarded by sess.mu.
-	conn  *conn       // the connection it is attached to; nil while retained
-	state memberState //
-	gen   uint64      // bumped whenever a replay in progress must stop
-
-	// sent is the last seq handed to the client's stream. Only the sender of
-	// the attached connection writes it; others read it under sess.mu once
-	// that sender has stopped or before it starts a replay.
-	sent atomic.Uint64
-}
-
 // session is a named conversation: its history and its members.
 type session struct {
-	name *string // shared by every entry and reply about this session
+	name  *string // shared by every entry and reply about this session
+	epoch *string
 
-	mu      sync.Mutex // guards the fields below
-	hist    History
-	epoch   *string
-	members map[string]*member // by client ID
-	removed bool               // set when the registry dropped it; a new one takes the name
+	mu       sync.Mutex // guards the fields below
+	hist     *history
+	members  map[*member]struct{} // attached and retained; a leaving member stays until its sender lets go
+	attached int                  // members with a connection
+	removed  bool                 // set when the registry dropped it; a new one takes the name
+
+	// Guarded by the registry's lock.
+	idle   *list.Element // in sessions.idle while attached == 0
+	expiry int           // index in sessions.exp; -1 when not scheduled
+	due    time.Time     // when the oldest entry expires
 }
 
-// publish appends a message to history and queues it for every live
-// member. seq is assigned here, under the session's lock, and nowhere else,
-// so every member sees one order.
-func (s *session) publish(from *conn, msg *streamsvc.DataMessage) *Entry {
+// publish appends a message to history and tells every active member's
+// connection. seq is assigned here, under the session's lock, and nowhere
+// else, so every member sees one order.
+func (s *session) publish(r *sessions, from *conn, msg *streamsvc.DataMessage) {
 	e := &Entry{}
 	e.Msg = streamsvc.DataMessage{
 		Type:      typeData,
 		SessionID: s.name,
 		Data:      msg.Data,
 		Timestamp: &e.ts,
-		Seq:       &e.Seq, // set by Append
+		Seq:       &e.Seq, // set by append
 		ClientID:  from.clientID,
 		ID:        msg.ID,
 		Epoch:     s.epoch,
 	}
+	size := int64(e.size())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Stamped under the lock, so that accept times never go back as seq
 	// goes up.
 	e.Accepted = time.Now()
 	e.ts = e.Accepted.UnixMilli()
-	s.hist.Append(e)
-	s.deliverLocked(e)
-	return e
-}
-
-// deliverLocked queues e for every live member. It is separate from
-// publish so that a distributed History can deliver the entries other
-// instances appended. Called with s.mu held.
-func (s *session) deliverLocked(e *Entry) {
-	for _, m := range s.members {
-		if m.state == stateLive && m.conn != nil {
-			m.conn.push(outItem{entry: e, m: m})
+	s.hist.append(e)
+	if s.hist.n == 1 {
+		r.schedule(s, e.Accepted)
+	}
+	for m := range s.members {
+		if m.active.Load() {
+			m.conn.queued(1, size)
 		}
 	}
 }
 
-// sessions is the registry of sessions by name.
-type sessions struct {
-	newHistory HistoryFactory
-	max        int // sessions that may exist at once
-
-	mu sync.RWMutex // guards m
-	m  map[string]*session
+// attach counts m as attached to a connection. Called with s.mu held.
+func (s *session) attach(r *sessions, m *member, c *conn) {
+	if m.conn == nil {
+		s.attached++
+		if s.attached == 1 {
+			r.busy(s)
+		}
+	}
+	m.conn = c
 }
 
-func newSessions(f HistoryFactory, max int) *sessions {
-	return &sessions{newHistory: f, max: max, m: make(map[string]*session)}
+// detach counts m as retained. Called with s.mu held.
+func (s *session) detach(r *sessions, m *member) {
+	if m.conn != nil {
+		m.conn = nil
+		s.attached--
+		if s.attached == 0 {
+			r.idled(s)
+		}
+	}
+}
+
+// drop removes m, and the session with it when nothing is left to keep.
+// Called with s.mu held.
+func (s *session) drop(r *sessions, m *member) {
+	if _, ok := s.members[m]; !ok {
+		return
+	}
+	s.detach(r, m)
+	delete(s.members, m)
+	if len(s.members) == 0 && s.hist.n == 0 {
+		r.remove(s)
+	}
+}
+
+// sessions is the registry of sessions by name. Sessions with no attached
+// member are kept in idle order, so the oldest can make room for a live
+// client, and sessions with history in order of expiry, so housekeeping
+// costs what expires, not what exists.
+//
+// Lock order: a session's lock may be held when taking the registry's,
+// never the other way round.
+type sessions struct {
+	size, maxBytes int // history bounds of each session
+	max            int // sessions that may exist at once
+
+	mu   sync.Mutex // guards the fields below and each session's idle, expiry and due
+	m    map[string]*session
+	idle list.List // *session with no attached member, longest idle first
+	exp  expiryHeap
+}
+
+func newSessions(cfg Config) *sessions {
+	return &sessions{size: cfg.HistorySize, maxBytes: cfg.HistoryMaxBytes, max: cfg.MaxSessions, m: make(map[string]*session)}
 }
 
 // lock returns the session called name, created if needed, with its lock
@@ -120,13 +120,9 @@ func newSessions(f HistoryFactory, max int) *sessions {
 // session removed concurrently is never returned.
 func (r *sessions) lock(name string) *session {
 	for {
-		r.mu.RLock()
-		s := r.m[name]
-		r.mu.RUnlock()
+		s := r.getOrCreate(name)
 		if s == nil {
-			if s = r.getOrCreate(name); s == nil {
-				return nil
-			}
+			return nil
 		}
 		s.mu.Lock()
 		if !s.removed {
@@ -138,145 +134,161 @@ func (r *sessions) lock(name string) *session {
 
 func (r *sessions) getOrCreate(name string) *session {
 	r.mu.Lock()
-	defer r.mu.Unlock() // deferred: the history factory is foreign code
+	defer r.mu.Unlock()
 	s := r.m[name]
 	if s == nil {
 		if r.max > 0 && len(r.m) >= r.max {
 			return nil
 		}
-		s = r.create(name)
+		s = &session{name: &name, epoch: ptr(newEpoch()), hist: newHistory(r.size, r.maxBytes),
+			members: make(map[*member]struct{}), expiry: -1}
+		s.idle = r.idle.PushBack(s)
 		r.m[name] = s
 	}
 	return s
 }
 
-func (r *sessions) create(name string) *session {
-	h := r.newHistory(name)
-	epoch := h.Epoch()
-	return &session{name: &name, hist: h, epoch: &epoch, members: make(map[string]*member)}
+// get returns the session called name, or nil.
+func (r *sessions) get(name string) *session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.m[name]
 }
 
 // count is the number of sessions that exist.
 func (r *sessions) count() int {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return len(r.m)
 }
 
-// sweep expires old history and removes the sessions left with no members
-// and no history.
-func (r *sessions) sweep(cutoff time.Time) {
-	r.mu.RLock()
-	all := make([]*session, 0, len(r.m))
-	for _, s := range r.m {
-		all = append(all, s)
+// busy takes s off the idle list. Called with s.mu held.
+func (r *sessions) busy(s *session) {
+	r.mu.Lock()
+	if s.idle != nil {
+		r.idle.Remove(s.idle)
+		s.idle = nil
 	}
-	r.mu.RUnlock()
-	for _, s := range all {
-		r.sweepOne(s, cutoff)
-	}
+	r.mu.Unlock()
 }
 
-func (r *sessions) sweepOne(s *session, cutoff time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock() // deferred: History is foreign code
-	if s.hist.Expire(cutoff) > 0 || len(s.members) > 0 {
-		return
+// idled puts s at the end of the idle list. Called with s.mu held.
+func (r *sessions) idled(s *session) {
+	r.mu.Lock()
+	if s.idle == nil && !s.removed {
+		s.idle = r.idle.PushBack(s)
 	}
+	r.mu.Unlock()
+}
+
+// remove drops s from the registry. Called with s.mu held.
+func (r *sessions) remove(s *session) {
 	s.removed = true
+	s.hist = newHistory(1, 0) // what retained members still point at holds nothing
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.m[*s.name] == s {
 		delete(r.m, *s.name)
 	}
+	if s.idle != nil {
+		r.idle.Remove(s.idle)
+		s.idle = nil
+	}
+	if s.expiry >= 0 {
+		heap.Remove(&r.exp, s.expiry)
+	}
 }
 
-// leave ends the membership. Called with s.mu held.
-func (m *member) leave() {
-	if m.sess.members[m.client.id] == m { // a newer client object may hold the ID's place
-		delete(m.sess.members, m.client.id)
+// evictIdle removes the session that has had no attached member for the
+// longest, with its history, and returns its retained members, which the
+// caller lets go of. ok is false when no session is idle.
+func (r *sessions) evictIdle() (retained []*member, ok bool) {
+	for {
+		r.mu.Lock()
+		front := r.idle.Front()
+		if front == nil {
+			r.mu.Unlock()
+			return nil, false
+		}
+		s := front.Value.(*session)
+		r.idle.Remove(front)
+		s.idle = nil
+		r.mu.Unlock()
+
+		s.mu.Lock()
+		evicted := !s.removed && s.attached == 0
+		if evicted {
+			for m := range s.members {
+				retained = append(retained, m)
+			}
+			clear(s.members)
+			r.remove(s)
+		}
+		s.mu.Unlock()
+		if evicted {
+			return retained, true
+		}
 	}
-	m.state = stateLeft
-	m.conn = nil
-	m.gen++
 }
 
-// replayStart asks a connection's sender to answer a join or resume and
-// then replay history, when the item's turn comes: the reply and the replay
-// are computed then, so they follow everything queued before them.
-type replayStart struct {
-	gen      uint64  // the member's gen when asked; a newer gen cancels the replay
-	action   *string // actJoined or actResumed
-	from     uint64  // replay what came after this seq
-	fromSent bool    // replay after the member's last sent seq instead of from
-	epoch    *string // the epoch the client asked for, if any
+// schedule makes the housekeeper look at s when its oldest entry, accepted
+// at oldest, expires. Called with s.mu held.
+func (r *sessions) schedule(s *session, oldest time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s.removed {
+		return
+	}
+	s.due = oldest
+	if s.expiry >= 0 {
+		heap.Fix(&r.exp, s.expiry)
+		return
+	}
+	heap.Push(&r.exp, s)
 }
 
-// replay is a member being caught up from history by its connection's sender.
-type replay struct {
-	m      *member
-	gen    uint64
-	cursor uint64 // last seq sent
-	gap    bool   // the client was told recovered: false; the first read may skip
+// expire drops the history older than ttl from the sessions where some
+// expired, and removes the sessions left with no members and no history.
+func (r *sessions) expire(now time.Time, ttl time.Duration) {
+	cutoff := now.Add(-ttl)
+	var due []*session
+	r.mu.Lock()
+	for len(r.exp) > 0 && r.exp[0].due.Before(cutoff) {
+		due = append(due, heap.Pop(&r.exp).(*session))
+	}
+	r.mu.Unlock()
+	for _, s := range due {
+		s.mu.Lock()
+		switch {
+		case s.removed:
+		case s.hist.expire(cutoff) > 0:
+			r.schedule(s, s.hist.oldest().Accepted)
+		case len(s.members) == 0:
+			r.remove(s)
+		}
+		s.mu.Unlock()
+	}
 }
 
-// startReplay builds the reply to a join or resume and, if there is
-// anything to replay, the replay. Called by c's sender.
-func (s *session) startReplay(c *conn, m *member, st *replayStart) (*streamsvc.DataMessage, *replay) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	from := st.from
-	if st.fromSent {
-		from = m.sent.Load()
-	}
-	last := s.hist.Last()
-	sameEpoch := st.epoch == nil || *st.epoch == *s.epoch
-	if !sameEpoch {
-		from = last // a stale epoch's seq means nothing here: replay nothing
-	}
-	_, complete := s.hist.Read(from, nil)
-	recovered := complete && sameEpoch
-	reply := control(st.action, s.name)
-	reply.Seq, reply.Epoch, reply.Recovered = &last, s.epoch, &recovered
+// expiryHeap orders sessions by when their oldest entry was accepted.
+type expiryHeap []*session
 
-	if m.gen != st.gen || m.conn != c || m.state != stateReplaying {
-		return reply, nil // superseded by a later join, pause, leave or reconnect
-	}
-	m.sent.Store(min(from, last)) // a seq beyond last must not hide what comes next
-	if from >= last {
-		m.state = stateLive
-		return reply, nil
-	}
-	return reply, &replay{m: m, gen: st.gen, cursor: from, gap: !complete}
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].expiry, h[j].expiry = i, j
 }
-
-// replayStatus says how a replay read went.
-type replayStatus uint8
-
-const (
-	replayMore replayStatus = iota // entries were read; read again
-	replayOver                     // caught up (now live) or superseded
-	replayLost                     // history dropped entries not yet sent
-)
-
-// readReplay reads the next entries of r into buf. When nothing is left the
-// member turns live under the same lock, so the entries published after
-// that reach it through the queue: no gap, no duplicate.
-func (s *session) readReplay(c *conn, r *replay, buf []*Entry) (int, replayStatus) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := r.m
-	if m.gen != r.gen || m.conn != c || m.state != stateReplaying {
-		return 0, replayOver
-	}
-	n, complete := s.hist.Read(r.cursor, buf)
-	if !complete && !r.gap {
-		return 0, replayLost
-	}
-	r.gap = false
-	if n == 0 {
-		m.state = stateLive
-		return 0, replayOver
-	}
-	return n, replayMore
+func (h *expiryHeap) Push(x any) {
+	s := x.(*session)
+	s.expiry = len(*h)
+	*h = append(*h, s)
+}
+func (h *expiryHeap) Pop() any {
+	old := *h
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	s.expiry = -1
+	*h = old[:len(old)-1]
+	return s
 }

@@ -7,8 +7,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/streamhub/streamhub/interceptors"
-	"github.com/streamhub/streamhub/streaming"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc/codes"
@@ -29,29 +27,28 @@ const (
 	RateLimitWaits    = "streamhub.rate_limit.waits"
 	StreamDuration    = "streamhub.stream.duration"
 	DeliveryLatency   = "streamhub.delivery.latency"
+	ReplayedMessages  = "streamhub.replayed.messages"
+	RetainedEvictions = "streamhub.retained.evictions"
 )
 
 // disconnectReasons are the reasons of SPEC §7, with their attribute sets
 // built once.
 var disconnectReasons = []string{"slow_consumer", "inactive", "replaced", "shutdown", "unauthenticated", "resource_exhausted"}
 
-// Metrics records StreamHub's instruments. It implements streaming.Metrics
-// and interceptors.StreamMetrics, and counts rate-limit waits.
+// Metrics records StreamHub's instruments. It serves as the streaming
+// service's Metrics and the monitoring interceptor's StreamMetrics, and
+// counts rate-limit waits.
 type Metrics struct {
 	ctx context.Context // instruments record without request context
 
 	received, sent, bytesReceived, bytesSent metric.Int64Counter
 	sendErrors, receiveErrors, waits         metric.Int64Counter
+	replayed, evictions                      metric.Int64Counter
 	disconnects                              metric.Int64Counter
 	duration, latency                        metric.Float64Histogram
 	reasonAttrs                              map[string]metric.AddOption
 	codeAttrs                                [codes.Unauthenticated + 1]metric.RecordOption // by gRPC code
 }
-
-var (
-	_ streaming.Metrics          = (*Metrics)(nil)
-	_ interceptors.StreamMetrics = (*Metrics)(nil)
-)
 
 // Gauges reports the current number of open streams and of sessions.
 type Gauges func() (connections, sessions int)
@@ -78,6 +75,8 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 	m.receiveErrors = counter(ReceiveErrors, "Failed receives.")
 	m.disconnects = counter(Disconnects, "Streams ended by the server, by reason.")
 	m.waits = counter(RateLimitWaits, "Received messages that had to wait for a rate-limit token.")
+	m.replayed = counter(ReplayedMessages, "Messages sent from history: joins at a position, resumes, reconnects.")
+	m.evictions = counter(RetainedEvictions, "Retained state dropped to make room: retained clients beyond the bound, idle sessions beyond the session limit.")
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +86,7 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 		return nil, err
 	}
 	if m.latency, err = meter.Float64Histogram(DeliveryLatency, metric.WithUnit("s"),
-		metric.WithDescription("Time from a data message's acceptance to its send to a member."),
+		metric.WithDescription("Time from a data message's acceptance to its live send to a member; replays are not counted."),
 		metric.WithExplicitBucketBoundaries(50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1, 5)); err != nil {
 		return nil, err
 	}
@@ -95,7 +94,7 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 		m.reasonAttrs[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
 		m.disconnects.Add(m.ctx, 0, m.reasonAttrs[r]) // every series exists from the start, at 0
 	}
-	for _, c := range []metric.Int64Counter{m.received, m.sent, m.bytesReceived, m.bytesSent, m.sendErrors, m.receiveErrors, m.waits} {
+	for _, c := range []metric.Int64Counter{m.received, m.sent, m.bytesReceived, m.bytesSent, m.sendErrors, m.receiveErrors, m.waits, m.replayed, m.evictions} {
 		c.Add(m.ctx, 0)
 	}
 	for c := range m.codeAttrs {
@@ -121,20 +120,20 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 	return m, nil
 }
 
-// MessageReceived implements interceptors.StreamMetrics.
+// MessageReceived counts a message read from a client and its encoded size.
 func (m *Metrics) MessageReceived(bytes int) {
 	m.received.Add(m.ctx, 1)
 	m.bytesReceived.Add(m.ctx, int64(bytes))
 }
 
-// MessageSent implements interceptors.StreamMetrics.
+// MessageSent counts a message written to a client and its encoded size.
 func (m *Metrics) MessageSent(bytes int) {
 	m.sent.Add(m.ctx, 1)
 	m.bytesSent.Add(m.ctx, int64(bytes))
 }
 
-// StreamEnded implements interceptors.StreamMetrics: the lifetime is
-// recorded with the final status code as attribute "code".
+// StreamEnded records a stream's lifetime with its final status code as
+// attribute "code".
 func (m *Metrics) StreamEnded(code codes.Code, lifetime time.Duration) {
 	if int(code) < len(m.codeAttrs) {
 		m.duration.Record(m.ctx, lifetime.Seconds(), m.codeAttrs[code])
@@ -143,7 +142,7 @@ func (m *Metrics) StreamEnded(code codes.Code, lifetime time.Duration) {
 	m.duration.Record(m.ctx, lifetime.Seconds(), metric.WithAttributes(attribute.String("code", code.String())))
 }
 
-// Disconnected implements streaming.Metrics.
+// Disconnected counts a stream the server ended, by reason.
 func (m *Metrics) Disconnected(reason string) {
 	attrs, ok := m.reasonAttrs[reason]
 	if !ok {
@@ -152,15 +151,21 @@ func (m *Metrics) Disconnected(reason string) {
 	m.disconnects.Add(m.ctx, 1, attrs)
 }
 
-// Delivered implements streaming.Metrics.
+// Delivered records the latency of one live delivery.
 func (m *Metrics) Delivered(latency time.Duration) {
 	m.latency.Record(m.ctx, latency.Seconds())
 }
 
-// SendFailed implements streaming.Metrics.
+// Replayed counts n messages sent from history.
+func (m *Metrics) Replayed(n int) { m.replayed.Add(m.ctx, int64(n)) }
+
+// RetainedEvicted counts retained state dropped to make room.
+func (m *Metrics) RetainedEvicted() { m.evictions.Add(m.ctx, 1) }
+
+// SendFailed counts a failed send.
 func (m *Metrics) SendFailed() { m.sendErrors.Add(m.ctx, 1) }
 
-// ReceiveFailed implements streaming.Metrics.
+// ReceiveFailed counts a failed receive.
 func (m *Metrics) ReceiveFailed() { m.receiveErrors.Add(m.ctx, 1) }
 
 // RateLimitWait counts a received message that waited for a token.

@@ -47,8 +47,8 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool)) (*option
 	fs.StringVar(&o.adminAddr, "admin-addr", ":8081", "HTTP admin address (/livez, /readyz, /debug/...); empty disables it")
 	fs.IntVar(&c.MaxConnections, "max-connections", def.MaxConnections, "concurrent streams")
 	fs.Var(&o.maxMessageSize, "max-message-size", "largest message either way (bytes, or with a KiB/MiB suffix)")
-	fs.IntVar(&c.QueueSize, "queue-size", def.QueueSize, "outbound messages queued per connection")
-	fs.DurationVar(&c.SendTimeout, "send-timeout", def.SendTimeout, "longest a single send may block")
+	fs.IntVar(&c.QueueSize, "queue-size", def.QueueSize, "outbound messages per connection: replies queued before the client is no longer read from; deliveries pending longer than --send-timeout beyond it make a slow consumer")
+	fs.DurationVar(&c.SendTimeout, "send-timeout", def.SendTimeout, "longest a single send may block, and longest a backlog beyond --queue-size may last")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", def.HeartbeatInterval, "server heartbeat when otherwise idle")
 	fs.DurationVar(&c.MaxInactivity, "max-inactivity", def.MaxInactivity, "client silence before a health probe")
 	fs.DurationVar(&c.ProbeTimeout, "probe-timeout", def.ProbeTimeout, "time to answer the probe")
@@ -62,9 +62,10 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool)) (*option
 	fs.IntVar(&c.MaxSessions, "max-sessions", def.MaxSessions, "sessions that may exist at once")
 	fs.DurationVar(&c.SessionTTL, "session-ttl", def.SessionTTL, "how long a membership outlives its connection")
 	fs.IntVar(&c.MaxSessionsPerConnection, "max-sessions-per-connection", def.MaxSessionsPerConnection, "sessions one client may be a member of")
+	fs.IntVar(&c.MaxRetainedClients, "max-retained-clients", def.MaxRetainedClients, "clients without a stream whose memberships are kept; beyond it the oldest are forgotten")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "graceful shutdown budget")
 	fs.DurationVar(&c.MaxStreamAge, "max-stream-age", 0, "streams older than this get a goaway and end, so clients rebalance; 0 disables")
-	fs.Var(&o.maxPendingBytes, "max-pending-bytes", "outbound bytes queued per connection before it counts as a slow consumer")
+	fs.Var(&o.maxPendingBytes, "max-pending-bytes", "payload bytes of the deliveries pending on a connection beyond which it is a slow consumer")
 	fs.StringVar(&o.security.tlsCert, "tls-cert", "", "TLS certificate file (PEM); with --tls-key, serve TLS")
 	fs.StringVar(&o.security.tlsKey, "tls-key", "", "TLS private key file (PEM)")
 	fs.StringVar(&o.security.tlsClientCA, "tls-client-ca", "", "CA certificates (PEM) that client certificates must chain to: mutual TLS")
@@ -145,6 +146,7 @@ func (o *options) validate() error {
 		{"max-sessions", c.MaxSessions > 0},
 		{"session-ttl", c.SessionTTL > 0},
 		{"max-sessions-per-connection", c.MaxSessionsPerConnection > 0},
+		{"max-retained-clients", c.MaxRetainedClients > 0},
 		{"drain-timeout", o.drainTimeout > 0},
 		{"max-pending-bytes", c.MaxPendingBytes > 0},
 		{"metrics-log-interval", o.metricsLogInterval >= 0},

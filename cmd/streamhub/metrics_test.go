@@ -75,7 +75,7 @@ func (b *syncBuffer) String() string {
 // client that never reads into a slow-consumer disconnect, then reads
 // /metrics and the summary log line.
 func TestMetricsAfterTraffic(t *testing.T) {
-	o := testOptions(t, "--rate-limit", "50", "--rate-burst", "5", "--queue-size", "4", "--metrics-log-interval", "20ms")
+	o := testOptions(t, "--rate-limit", "50", "--rate-burst", "5", "--queue-size", "4", "--send-timeout", "300ms", "--metrics-log-interval", "20ms")
 	logs := &syncBuffer{}
 	ctx, stop := context.WithCancel(log.Context(context.Background(), log.WithOutput(logs), log.WithFormat(log.FormatText)))
 	defer stop()

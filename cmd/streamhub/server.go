@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,7 @@ import (
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 	"github.com/streamhub/streamhub/interceptors"
 	"github.com/streamhub/streamhub/streaming"
+	"github.com/streamhub/streamhub/telemetry"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"goa.design/clue/debug"
 	"goa.design/clue/health"
@@ -94,7 +94,11 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 		return nil, err
 	}
 
-	svcOpts := []streaming.Option{streaming.WithMetrics(s.obs.metrics), streaming.WithLogContext(ctx)}
+	svcOpts := []streaming.Option{
+		streaming.WithMetrics(s.obs.metrics),
+		streaming.WithLogContext(ctx),
+		streaming.WithAnnotator(interceptors.Annotate),
+	}
 	if auth != nil {
 		svcOpts = append(svcOpts, streaming.WithAuthenticator(auth))
 	}
@@ -121,7 +125,11 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 		// Clue's debug interceptor sets each stream's debug logging from
 		// Clue's switch, which only its HTTP handler turns: turn it on
 		// through the handler, before anything is served.
-		mux.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/debug?debug-logs=on", nil))
+		on, err := http.NewRequestWithContext(ctx, http.MethodGet, "/debug?debug-logs=on", nil)
+		if err != nil {
+			return nil, err
+		}
+		mux.ServeHTTP(discardResponse{}, on)
 	}
 	if s.adminLis != nil {
 		s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -167,6 +175,19 @@ func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
 		),
 	}
 }
+
+// discardResponse is an http.ResponseWriter that keeps nothing.
+type discardResponse struct{}
+
+func (discardResponse) Header() http.Header         { return http.Header{} }
+func (discardResponse) Write(b []byte) (int, error) { return len(b), nil }
+func (discardResponse) WriteHeader(int)             {}
+
+// The pieces plugged together here fit.
+var (
+	_ streaming.Metrics          = (*telemetry.Metrics)(nil)
+	_ interceptors.StreamMetrics = (*telemetry.Metrics)(nil)
+)
 
 // readiness is the /readyz check: ready until the drain starts.
 type readiness struct{ s *server }
@@ -249,7 +270,7 @@ func (s *server) shutdown(ctx context.Context) {
 	}
 	// Every stream has ended; what remains are health and reflection calls,
 	// which get a moment to finish (a health Watch never does).
-	graceCtx, cancelGrace := context.WithTimeout(drainCtx, time.Second)
+	graceCtx, cancelGrace := context.WithTimeout(ctx, time.Second) // not drainCtx: a full drain leaves it none
 	defer cancelGrace()
 	stopped := make(chan struct{})
 	go func() {
