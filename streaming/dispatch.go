@@ -57,14 +57,7 @@ func (c *conn) reply(it outItem) {
 }
 
 func (c *conn) publish(msg *streamsvc.DataMessage) {
-	cl := c.client
-	cl.mu.Lock()
-	var it outItem
-	m := cl.members[*msg.SessionID]
-	if m == nil && cl.conn == c {
-		m, it = c.join(msg, true)
-	}
-	cl.mu.Unlock()
+	m, it := c.joinSession(msg, true)
 	if it.op != opNone || it.msg != nil {
 		c.reply(it)
 	}
@@ -72,6 +65,33 @@ func (c *conn) publish(msg *streamsvc.DataMessage) {
 		// Members of sessions attached to a live stream are never removed
 		// under it, so the session is still there.
 		m.sess.publish(c.svc.sessions, c, msg)
+	}
+}
+
+// joinSession is join under the client's lock. When the session limit
+// refuses a new session, retained state makes room — taken without the
+// client's lock, as the lock order wants — and the join is tried again.
+// implicit is a data message's live join: a member already is one.
+func (c *conn) joinSession(msg *streamsvc.DataMessage, implicit bool) (*member, outItem) {
+	cl := c.client
+	for {
+		cl.mu.Lock()
+		if cl.conn != c {
+			cl.mu.Unlock()
+			return nil, outItem{}
+		}
+		if m := cl.members[*msg.SessionID]; m != nil && implicit {
+			cl.mu.Unlock()
+			return m, outItem{}
+		}
+		m, it, full := c.join(msg, implicit)
+		cl.mu.Unlock()
+		if !full {
+			return m, it
+		}
+		if !c.svc.makeRoom() {
+			return nil, refusal(msg, fmt.Sprintf("too many sessions on this server: at most %d", c.svc.cfg.MaxSessions))
+		}
 	}
 }
 
@@ -91,6 +111,12 @@ func (c *conn) control(msg *streamsvc.DataMessage) {
 		return
 	}
 	name := *msg.SessionID
+	if op == opJoin {
+		if _, it := c.joinSession(msg, false); it.op != opNone || it.msg != nil {
+			c.reply(it)
+		}
+		return
+	}
 	cl := c.client
 	cl.mu.Lock()
 	if cl.conn != c {
@@ -98,9 +124,7 @@ func (c *conn) control(msg *streamsvc.DataMessage) {
 		return
 	}
 	var it outItem
-	if op == opJoin {
-		_, it = c.join(msg, false)
-	} else if m := cl.members[name]; m != nil {
+	if m := cl.members[name]; m != nil {
 		it = outItem{op: op, m: m}
 		if op == opLeave {
 			delete(cl.members, name) // its sender lets go of it when it applies the leave
@@ -116,24 +140,25 @@ func (c *conn) control(msg *streamsvc.DataMessage) {
 
 // join makes the client a member of msg's session, or moves its position
 // there, and returns the membership (nil if refused) and what to queue: the
-// change, or the refusal. implicit is a data message's live join. The
-// position is fixed here, when the join is served: a seq beyond the
-// session's last counts as its last, and a seq of another epoch means
-// nothing here. Called with the client's lock held.
-func (c *conn) join(msg *streamsvc.DataMessage, implicit bool) (*member, outItem) {
+// change, or the refusal. full says the session limit refused a new
+// session. implicit is a data message's live join. The position is fixed
+// here, when the join is served: a seq beyond the session's last counts as
+// its last, and a seq of another epoch means nothing here. Called with the
+// client's lock held.
+func (c *conn) join(msg *streamsvc.DataMessage, implicit bool) (_ *member, _ outItem, full bool) {
 	cl := c.client
 	name := *msg.SessionID
 	if !c.ident.May(name) {
-		return nil, refusal(msg, errPermissionDenied)
+		return nil, refusal(msg, errPermissionDenied), false
 	}
 	m := cl.members[name]
 	var s *session
 	if m == nil {
 		if len(cl.members) >= c.svc.cfg.MaxSessionsPerConnection {
-			return nil, refusal(msg, fmt.Sprintf("too many sessions: at most %d per connection", c.svc.cfg.MaxSessionsPerConnection))
+			return nil, refusal(msg, fmt.Sprintf("too many sessions: at most %d per connection", c.svc.cfg.MaxSessionsPerConnection)), false
 		}
-		if s = c.svc.lockSession(name); s == nil {
-			return nil, refusal(msg, fmt.Sprintf("too many sessions on this server: at most %d", c.svc.cfg.MaxSessions))
+		if s = c.svc.sessions.lock(name); s == nil {
+			return nil, outItem{}, true
 		}
 		m = &member{client: cl, sess: s}
 		s.members[m] = struct{}{}
@@ -153,7 +178,7 @@ func (c *conn) join(msg *streamsvc.DataMessage, implicit bool) (*member, outItem
 		it.seq = min(*msg.Seq, last)
 	}
 	s.mu.Unlock()
-	return m, it
+	return m, it, false
 }
 
 // refusal is the error reply to msg (nil when it could not be decoded).

@@ -87,24 +87,20 @@ func (s *Service) Sessions() int { return s.sessions.count() }
 // while they have no stream.
 func (s *Service) RetainedClients() int { return s.pool.retainedCount() }
 
-// lockSession returns the session called name with its lock held, created
-// if needed. When the session limit would refuse it, retained state makes
-// room first: the sessions no live stream is attached to go, longest idle
-// first. It returns nil only when every session has a live member.
-func (s *Service) lockSession(name string) *session {
-	for {
-		if sess := s.sessions.lock(name); sess != nil {
-			return sess
-		}
-		retained, ok := s.sessions.evictIdle()
-		if !ok {
-			return nil
-		}
-		for _, m := range retained {
-			s.pool.dropRetained(m)
-		}
-		s.metrics.RetainedEvicted()
+// makeRoom makes room for a session when the session limit would refuse a
+// live client: the session no live stream has been attached to for the
+// longest goes, with its history and retained memberships. It reports
+// false when every session has a live member.
+func (s *Service) makeRoom() bool {
+	retained, ok := s.sessions.evictIdle()
+	if !ok {
+		return false
 	}
+	for _, m := range retained {
+		s.pool.dropRetained(m)
+	}
+	s.metrics.RetainedEvicted()
+	return true
 }
 
 // StreamData serves one stream from its opening to its end.

@@ -157,6 +157,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	}
 
 	v := scrape(t, metricsURL)
+	has := func(series string) bool { _, ok := v[series]; return ok }
 	for _, c := range []struct {
 		series string
 		ok     bool
@@ -172,6 +173,8 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		{"streamhub_rate_limit_waits_total", v["streamhub_rate_limit_waits_total"] >= 1},
 		{"streamhub_stream_duration_seconds_count", v["streamhub_stream_duration_seconds_count"] == 1},
 		{"streamhub_delivery_latency_seconds_count", v["streamhub_delivery_latency_seconds_count"] >= n+1},
+		{"streamhub_replayed_messages_total", has("streamhub_replayed_messages_total")},
+		{"streamhub_retained_evictions_total", has("streamhub_retained_evictions_total")},
 		{"streamhub_send_errors_total", v["streamhub_send_errors_total"] == 0},
 		{"streamhub_receive_errors_total", v["streamhub_receive_errors_total"] == 0},
 		{"rpc_server_call_duration_seconds_count (otelgrpc)", v["rpc_server_call_duration_seconds_count"] >= 1},
