@@ -16,7 +16,8 @@ func BenchmarkPublish(b *testing.B) {
 	for _, n := range []int{1, 10, 100, 1000} {
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
 			svc := &Service{cfg: Config{MaxPendingBytes: 1 << 40}.withDefaults(), metrics: nopMetrics{}}
-			r := newSessions(svc.cfg)
+			svc.budget = &budget{limit: svc.cfg.MemoryBudget}
+			r := newSessions(svc.cfg, svc.budget)
 			s := r.lock("room")
 			s.mu.Unlock()
 			members := make([]*member, n)
@@ -36,7 +37,7 @@ func BenchmarkPublish(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
-				s.publish(r, conns[0], msg)
+				_ = s.publish(r, conns[0], msg)
 				if i%256 == 255 {
 					for j, m := range members {
 						sent := int64(0)
@@ -54,7 +55,7 @@ func BenchmarkPublish(b *testing.B) {
 
 // BenchmarkHistory measures appending to and positioning in a full history.
 func BenchmarkHistory(b *testing.B) {
-	h := newHistory(1000, 1<<30)
+	h := newHistory(1000, 1<<30, nil)
 	for range 1000 {
 		h.append(&Entry{})
 	}

@@ -1,6 +1,9 @@
 package streaming
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Config holds every setting of the streaming service. A zero field means
 // "use the default"; New applies the defaults once.
@@ -52,6 +55,10 @@ type Config struct {
 	// MaxSessionsPerConnection is the number of sessions one client may be a
 	// member of. Default 100.
 	MaxSessionsPerConnection int
+	// MemoryBudget bounds everything the server holds on clients' behalf,
+	// in bytes: history payloads and the payload of pending deliveries.
+	// Default: no bound (the server sets it from the machine's memory).
+	MemoryBudget int64
 	// MaxStreamAge, when positive, ends streams older than this with a
 	// goaway (reason max_stream_age), a flush and RESOURCE_EXHAUSTED, so
 	// that clients reconnect and spread over servers. Default off.
@@ -79,6 +86,9 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.SessionTTL, 5*time.Minute)
 	setDefault(&c.MaxSessionsPerConnection, 100)
 	setDefault(&c.MaxRetainedClients, 100000)
+	if c.MemoryBudget <= 0 {
+		c.MemoryBudget = math.MaxInt64 / 2 // room to add to without overflowing
+	}
 	return c
 }
 

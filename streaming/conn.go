@@ -128,6 +128,13 @@ func (c *conn) queued(n, bytes int64) {
 	}
 }
 
+// sent takes back n live deliveries of the given payload bytes that were
+// sent or are no longer due.
+func (c *conn) sent(n, bytes int64) {
+	c.queued(-n, -bytes)
+	c.svc.budget.add(-bytes)
+}
+
 // start runs the sender: the welcome goes out at once, whatever the
 // stream is waiting for.
 func (c *conn) start() {
@@ -410,7 +417,7 @@ func (c *conn) deliver(n int) (sent, ok bool) {
 		}
 	}
 	if live > 0 {
-		c.queued(-live, -liveBytes)
+		c.sent(live, liveBytes)
 	}
 	if replayed > 0 {
 		c.svc.metrics.Replayed(replayed)

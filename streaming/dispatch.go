@@ -64,7 +64,9 @@ func (c *conn) publish(msg *streamsvc.DataMessage) {
 	if m != nil {
 		// Members of sessions attached to a live stream are never removed
 		// under it, so the session is still there.
-		m.sess.publish(c.svc.sessions, c, msg)
+		if err := m.sess.publish(c.svc.sessions, c, msg); err != nil {
+			c.refuse(msg, err.Error())
+		}
 	}
 }
 

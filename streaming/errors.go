@@ -72,6 +72,11 @@ func (r closeReason) String() string {
 	return [...]string{reasonNone: "none", reasonClientDone: "client_done", reasonClientGone: "client_gone", reasonSendFailed: "send_failed"}[r]
 }
 
+// errMemoryBudget refuses a publish that does not fit the memory budget
+// even after eviction: what is left is pending for live streams, which the
+// slow-consumer rules free.
+var errMemoryBudget = errors.New("memory budget: the server holds as much as it may for its clients; try again later")
+
 // Refusals of a new stream.
 var (
 	errMaxConnections = streamsvc.MakeResourceExhausted(errors.New("maximum connections reached"))

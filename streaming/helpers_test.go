@@ -295,11 +295,12 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 // countingMetrics counts the events tests look at.
 type countingMetrics struct {
-	mu          sync.Mutex
-	disconnects map[string]int
-	delivered   int // live deliveries
-	replayed    int
-	evicted     int
+	mu             sync.Mutex
+	disconnects    map[string]int
+	delivered      int // live deliveries
+	replayed       int
+	evicted        int
+	historyEvicted int
 }
 
 func newCountingMetrics() *countingMetrics {
@@ -343,4 +344,16 @@ func (m *countingMetrics) disconnected(reason string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.disconnects[reason]
+}
+
+func (m *countingMetrics) HistoryEvicted(n int) {
+	m.mu.Lock()
+	m.historyEvicted += n
+	m.mu.Unlock()
+}
+
+func (m *countingMetrics) historyEvictions() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.historyEvicted
 }

@@ -51,15 +51,16 @@ func anchorBefore(e *Entry) *Entry {
 type history struct {
 	size     int
 	maxBytes int
-	tail     *Entry   // newest entry appended, or the root for none
-	ring     []*Entry // len(ring) <= size
-	head     int      // index of the oldest entry held
-	n        int      // entries held
-	bytes    int      // payload bytes held
+	budget   *budget      // counts the payload held; nil counts nothing
+	tail     *Entry       // newest entry appended, or the root for none
+	ring     []*Entry     // len(ring) <= size
+	head     int          // index of the oldest entry held
+	n        int          // entries held
+	held     atomic.Int64 // payload bytes held; read without the lock by the budget's eviction
 }
 
-func newHistory(size, maxBytes int) *history {
-	return &history{size: max(size, 1), maxBytes: maxBytes, tail: &Entry{}}
+func newHistory(size, maxBytes int, b *budget) *history {
+	return &history{size: max(size, 1), maxBytes: maxBytes, budget: b, tail: &Entry{}}
 }
 
 // last is the seq of the newest entry ever appended (0 for none).
@@ -79,8 +80,9 @@ func (h *history) append(e *Entry) {
 	e.cum = h.tail.cum + e.size()
 	h.ring[(h.head+h.n)%len(h.ring)] = e
 	h.n++
-	h.bytes += len(e.Msg.Data)
-	for h.bytes > h.maxBytes && h.n > 1 {
+	h.held.Add(int64(e.size()))
+	h.budget.add(int64(e.size()))
+	for h.held.Load() > int64(h.maxBytes) && h.n > 1 {
 		h.dropOldest()
 	}
 	h.tail.next.Store(e) // after e is complete: senders read it without the lock
@@ -88,7 +90,9 @@ func (h *history) append(e *Entry) {
 }
 
 func (h *history) dropOldest() {
-	h.bytes -= len(h.ring[h.head].Msg.Data)
+	size := int64(h.ring[h.head].size())
+	h.held.Add(-size)
+	h.budget.add(-size)
 	h.ring[h.head] = nil
 	h.head = (h.head + 1) % len(h.ring)
 	h.n--
@@ -139,6 +143,14 @@ func (h *history) expire(cutoff time.Time) int {
 		h.ring, h.head = nil, 0 // give an idle session's memory back
 	}
 	return h.n
+}
+
+// clear drops every entry but keeps the tail, which continues the chain.
+func (h *history) clear() {
+	for h.n > 0 {
+		h.dropOldest()
+	}
+	h.ring, h.head = nil, 0
 }
 
 // newEpoch returns a random identifier for a session incarnation.

@@ -22,7 +22,8 @@ func chain(at *Entry) []uint64 {
 
 func TestHistory(t *testing.T) {
 	now := time.Now()
-	h := newHistory(5, 1000)
+	b := &budget{limit: 1 << 30}
+	h := newHistory(5, 1000, b)
 	if at, complete := h.from(0); !complete || at.Seq != 0 || at.next.Load() != nil {
 		t.Fatalf("empty: at %d complete %v", at.Seq, complete)
 	}
@@ -51,16 +52,16 @@ func TestHistory(t *testing.T) {
 
 	// The byte bound evicts the oldest, but never the newest.
 	h.append(entry(900, now)) // seq 8: 4×10 + 900 fit
-	if h.n != 5 || h.bytes != 940 {
-		t.Fatalf("after a big entry: %d entries, %d bytes", h.n, h.bytes)
+	if h.n != 5 || h.held.Load() != 940 {
+		t.Fatalf("after a big entry: %d entries, %d bytes", h.n, h.held.Load())
 	}
 	h.append(entry(100, now)) // seq 9: only 900 + 100 fit
-	if h.n != 2 || h.bytes != 1000 {
-		t.Fatalf("after crossing the byte bound: %d entries, %d bytes", h.n, h.bytes)
+	if h.n != 2 || h.held.Load() != 1000 {
+		t.Fatalf("after crossing the byte bound: %d entries, %d bytes", h.n, h.held.Load())
 	}
 	h.append(entry(5000, now)) // seq 10: alone, over the bound
-	if h.n != 1 || h.bytes != 5000 || h.last() != 10 {
-		t.Fatalf("after a huge entry: %d entries, %d bytes, last %d", h.n, h.bytes, h.last())
+	if h.n != 1 || h.held.Load() != 5000 || h.last() != 10 {
+		t.Fatalf("after a huge entry: %d entries, %d bytes, last %d", h.n, h.held.Load(), h.last())
 	}
 	if at, _ := h.from(9); at.cum != 10*7+900+100 {
 		t.Fatalf("cumulative bytes at 9: %d", at.cum)
@@ -68,11 +69,14 @@ func TestHistory(t *testing.T) {
 
 	// Expiry by age.
 	h.append(entry(1, now.Add(time.Minute))) // seq 11
-	if left := h.expire(now.Add(time.Second)); left != 1 || h.bytes != 1 {
-		t.Fatalf("after expiry: %d left, %d bytes", left, h.bytes)
+	if left := h.expire(now.Add(time.Second)); left != 1 || h.held.Load() != 1 {
+		t.Fatalf("after expiry: %d left, %d bytes", left, h.held.Load())
 	}
-	if left := h.expire(now.Add(time.Hour)); left != 0 || h.bytes != 0 {
-		t.Fatalf("after full expiry: %d left, %d bytes", left, h.bytes)
+	if left := h.expire(now.Add(time.Hour)); left != 0 || h.held.Load() != 0 {
+		t.Fatalf("after full expiry: %d left, %d bytes", left, h.held.Load())
+	}
+	if b.used.Load() != 0 {
+		t.Fatalf("the budget still counts %d bytes of an empty history", b.used.Load())
 	}
 	if at, complete := h.from(10); complete || at.Seq != 11 {
 		t.Fatalf("an expired entry read as complete: at %d", at.Seq)

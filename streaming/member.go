@@ -58,7 +58,7 @@ func (m *member) deactivate(c *conn) {
 	s.mu.Unlock()
 	from, cum := max(m.at.Seq, m.liveFrom), max(m.at.cum, m.liveCum)
 	if tail.Seq > from {
-		c.queued(-int64(tail.Seq-from), -int64(tail.cum-cum))
+		c.sent(int64(tail.Seq-from), int64(tail.cum-cum))
 	}
 	m.pos, m.at = m.at.Seq, nil
 }

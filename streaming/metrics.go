@@ -22,6 +22,9 @@ type Metrics interface {
 	// retained client beyond the bound, or an idle session beyond the
 	// session limit.
 	RetainedEvicted()
+	// HistoryEvicted counts n history entries evicted to keep within the
+	// memory budget.
+	HistoryEvicted(n int)
 	// SendFailed and ReceiveFailed count failed writes and reads.
 	SendFailed()
 	ReceiveFailed()
@@ -34,5 +37,6 @@ func (nopMetrics) Disconnected(string)     {}
 func (nopMetrics) Delivered(time.Duration) {}
 func (nopMetrics) Replayed(int)            {}
 func (nopMetrics) RetainedEvicted()        {}
+func (nopMetrics) HistoryEvicted(int)      {}
 func (nopMetrics) SendFailed()             {}
 func (nopMetrics) ReceiveFailed()          {}

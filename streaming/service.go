@@ -23,6 +23,7 @@ type Service struct {
 	annotate func(ctx context.Context, key string, value any)
 	pool     *pool
 	sessions *sessions
+	budget   *budget
 
 	stop         chan struct{} // closed by Shutdown to stop the housekeeper
 	wg           sync.WaitGroup
@@ -63,12 +64,14 @@ func New(cfg Config, opts ...Option) *Service {
 		logCtx:   context.Background(),
 		annotate: func(context.Context, string, any) {},
 		pool:     newPool(cfg.MaxConnections, cfg.MaxRetainedClients),
-		sessions: newSessions(cfg),
+		budget:   &budget{limit: cfg.MemoryBudget},
 		stop:     make(chan struct{}),
 	}
+	s.sessions = newSessions(cfg, s.budget)
 	for _, o := range opts {
 		o(s)
 	}
+	s.budget.metrics, s.budget.logCtx = s.metrics, s.logCtx
 	s.wg.Add(1)
 	go s.housekeep()
 	return s
@@ -82,6 +85,11 @@ func (s *Service) Connections() int { return s.pool.count() }
 
 // Sessions is the number of sessions that exist.
 func (s *Service) Sessions() int { return s.sessions.count() }
+
+// Memory returns the memory budget and what of it is used, in bytes.
+func (s *Service) Memory() (budget, used int64) {
+	return s.budget.limit, s.budget.used.Load()
+}
 
 // RetainedClients is the number of clients kept for their memberships
 // while they have no stream.

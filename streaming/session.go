@@ -28,8 +28,9 @@ type session struct {
 
 // publish appends a message to history and tells every active member's
 // connection. seq is assigned here, under the session's lock, and nowhere
-// else, so every member sees one order.
-func (s *session) publish(r *sessions, from *conn, msg *streamsvc.DataMessage) {
+// else, so every member sees one order. It refuses the message, and changes
+// nothing, when it does not fit the memory budget even after eviction.
+func (s *session) publish(r *sessions, from *conn, msg *streamsvc.DataMessage) error {
 	e := &Entry{}
 	e.Msg = streamsvc.DataMessage{
 		Type:      typeData,
@@ -43,6 +44,19 @@ func (s *session) publish(r *sessions, from *conn, msg *streamsvc.DataMessage) {
 	}
 	size := int64(e.size())
 	s.mu.Lock()
+	// The entry is held once by history and once more for each active
+	// member until sent. Count them only when the budget is tight.
+	if size > 0 && !r.budget.fits(size*int64(1+len(s.members))) {
+		if need := size * int64(1+s.active()); !r.budget.fits(need) {
+			s.mu.Unlock() // eviction takes the largest sessions' locks, this one's perhaps
+			room := r.budget.makeRoom(r, need)
+			s.mu.Lock()
+			if !room && !r.budget.fits(size*int64(1+s.active())) {
+				s.mu.Unlock()
+				return errMemoryBudget
+			}
+		}
+	}
 	defer s.mu.Unlock()
 	// Stamped under the lock, so that accept times never go back as seq
 	// goes up.
@@ -52,11 +66,26 @@ func (s *session) publish(r *sessions, from *conn, msg *streamsvc.DataMessage) {
 	if s.hist.n == 1 {
 		r.schedule(s, e.Accepted)
 	}
+	pending := int64(0)
 	for m := range s.members {
 		if m.active.Load() {
 			m.conn.queued(1, size)
+			pending += size
 		}
 	}
+	r.budget.add(pending)
+	return nil
+}
+
+// active is the number of members being delivered. Called with s.mu held.
+func (s *session) active() int {
+	n := 0
+	for m := range s.members {
+		if m.active.Load() {
+			n++
+		}
+	}
+	return n
 }
 
 // attach counts m as attached to a connection. Called with s.mu held.
@@ -104,6 +133,7 @@ func (s *session) drop(r *sessions, m *member) {
 type sessions struct {
 	size, maxBytes int // history bounds of each session
 	max            int // sessions that may exist at once
+	budget         *budget
 
 	mu   sync.Mutex // guards the fields below and each session's idle, expiry and due
 	m    map[string]*session
@@ -111,8 +141,8 @@ type sessions struct {
 	exp  expiryHeap
 }
 
-func newSessions(cfg Config) *sessions {
-	return &sessions{size: cfg.HistorySize, maxBytes: cfg.HistoryMaxBytes, max: cfg.MaxSessions, m: make(map[string]*session)}
+func newSessions(cfg Config, b *budget) *sessions {
+	return &sessions{size: cfg.HistorySize, maxBytes: cfg.HistoryMaxBytes, max: cfg.MaxSessions, budget: b, m: make(map[string]*session)}
 }
 
 // lock returns the session called name, created if needed, with its lock
@@ -140,7 +170,7 @@ func (r *sessions) getOrCreate(name string) *session {
 		if r.max > 0 && len(r.m) >= r.max {
 			return nil
 		}
-		s = &session{name: &name, epoch: ptr(newEpoch()), hist: newHistory(r.size, r.maxBytes),
+		s = &session{name: &name, epoch: ptr(newEpoch()), hist: newHistory(r.size, r.maxBytes, r.budget),
 			members: make(map[*member]struct{}), expiry: -1}
 		s.idle = r.idle.PushBack(s)
 		r.m[name] = s
@@ -153,6 +183,17 @@ func (r *sessions) get(name string) *session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.m[name]
+}
+
+// snapshot returns the sessions that exist.
+func (r *sessions) snapshot() []*session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	all := make([]*session, 0, len(r.m))
+	for _, s := range r.m {
+		all = append(all, s)
+	}
+	return all
 }
 
 // count is the number of sessions that exist.
@@ -184,7 +225,7 @@ func (r *sessions) idled(s *session) {
 // remove drops s from the registry. Called with s.mu held.
 func (r *sessions) remove(s *session) {
 	s.removed = true
-	s.hist = newHistory(1, 0) // what retained members still point at holds nothing
+	s.hist.clear() // what retained members still point at holds nothing
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.m[*s.name] == s {

@@ -13,7 +13,7 @@ import (
 func BenchmarkPerMessage(b *testing.B) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	defer mp.Shutdown(context.Background())
-	m, err := New(mp, func() (int, int) { return 0, 0 })
+	m, err := New(mp, func() GaugeValues { return GaugeValues{} })
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func BenchmarkPerMessage(b *testing.B) {
 func TestPerMessagePathDoesNotAllocate(t *testing.T) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	defer mp.Shutdown(context.Background())
-	m, err := New(mp, func() (int, int) { return 0, 0 })
+	m, err := New(mp, func() GaugeValues { return GaugeValues{} })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,9 @@ import (
 const (
 	ConnectionsActive = "streamhub.connections.active"
 	SessionsActive    = "streamhub.sessions.active"
+	MemoryBudget      = "streamhub.memory.budget"
+	MemoryUsed        = "streamhub.memory.used"
+	HistoryEvictions  = "streamhub.history.evictions"
 	MessagesReceived  = "streamhub.messages.received"
 	MessagesSent      = "streamhub.messages.sent"
 	BytesReceived     = "streamhub.bytes.received"
@@ -43,18 +46,24 @@ type Metrics struct {
 
 	received, sent, bytesReceived, bytesSent metric.Int64Counter
 	sendErrors, receiveErrors, waits         metric.Int64Counter
-	replayed, evictions                      metric.Int64Counter
+	replayed, evictions, historyEvictions    metric.Int64Counter
 	disconnects                              metric.Int64Counter
 	duration, latency                        metric.Float64Histogram
 	reasonAttrs                              map[string]metric.AddOption
 	codeAttrs                                [codes.Unauthenticated + 1]metric.RecordOption // by gRPC code
 }
 
-// Gauges reports the current number of open streams and of sessions.
-type Gauges func() (connections, sessions int)
+// GaugeValues are the values of the gauges at one collection.
+type GaugeValues struct {
+	Connections, Sessions    int
+	MemoryBudget, MemoryUsed int64 // bytes
+}
+
+// Gauges reports the gauges' current values.
+type Gauges func() GaugeValues
 
 // New creates the instruments on mp's "streamhub" meter. gauges is read at
-// each collection for the two gauges.
+// each collection.
 func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 	meter := mp.Meter("github.com/streamhub/streamhub")
 	m := &Metrics{ctx: context.Background(), reasonAttrs: make(map[string]metric.AddOption, len(disconnectReasons))}
@@ -76,6 +85,7 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 	m.disconnects = counter(Disconnects, "Streams ended by the server, by reason.")
 	m.waits = counter(RateLimitWaits, "Received messages that had to wait for a rate-limit token.")
 	m.replayed = counter(ReplayedMessages, "Messages sent from history: joins at a position, resumes, reconnects.")
+	m.historyEvictions = counter(HistoryEvictions, "History entries evicted to keep within the memory budget.")
 	m.evictions = counter(RetainedEvictions, "Retained state dropped to make room: retained clients beyond the bound, idle sessions beyond the session limit.")
 	if err != nil {
 		return nil, err
@@ -94,7 +104,7 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 		m.reasonAttrs[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
 		m.disconnects.Add(m.ctx, 0, m.reasonAttrs[r]) // every series exists from the start, at 0
 	}
-	for _, c := range []metric.Int64Counter{m.received, m.sent, m.bytesReceived, m.bytesSent, m.sendErrors, m.receiveErrors, m.waits, m.replayed, m.evictions} {
+	for _, c := range []metric.Int64Counter{m.received, m.sent, m.bytesReceived, m.bytesSent, m.sendErrors, m.receiveErrors, m.waits, m.replayed, m.evictions, m.historyEvictions} {
 		c.Add(m.ctx, 0)
 	}
 	for c := range m.codeAttrs {
@@ -109,12 +119,24 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	budget, err := meter.Int64ObservableGauge(MemoryBudget, metric.WithUnit("By"),
+		metric.WithDescription("The memory budget: what the server may hold on clients' behalf."))
+	if err != nil {
+		return nil, err
+	}
+	used, err := meter.Int64ObservableGauge(MemoryUsed, metric.WithUnit("By"),
+		metric.WithDescription("What the server holds on clients' behalf: history payloads and pending deliveries."))
+	if err != nil {
+		return nil, err
+	}
 	if _, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		c, s := gauges()
-		o.ObserveInt64(conns, int64(c))
-		o.ObserveInt64(sessions, int64(s))
+		v := gauges()
+		o.ObserveInt64(conns, int64(v.Connections))
+		o.ObserveInt64(sessions, int64(v.Sessions))
+		o.ObserveInt64(budget, v.MemoryBudget)
+		o.ObserveInt64(used, v.MemoryUsed)
 		return nil
-	}, conns, sessions); err != nil {
+	}, conns, sessions, budget, used); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -161,6 +183,10 @@ func (m *Metrics) Replayed(n int) { m.replayed.Add(m.ctx, int64(n)) }
 
 // RetainedEvicted counts retained state dropped to make room.
 func (m *Metrics) RetainedEvicted() { m.evictions.Add(m.ctx, 1) }
+
+// HistoryEvicted counts n history entries evicted to keep within the
+// memory budget.
+func (m *Metrics) HistoryEvicted(n int) { m.historyEvictions.Add(m.ctx, int64(n)) }
 
 // SendFailed counts a failed send.
 func (m *Metrics) SendFailed() { m.sendErrors.Add(m.ctx, 1) }

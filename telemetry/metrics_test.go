@@ -14,7 +14,9 @@ func TestMetricsAndSummary(t *testing.T) {
 	summary := NewSummary()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(summary.Reader()))
 	defer mp.Shutdown(context.Background())
-	m, err := New(mp, func() (int, int) { return 3, 2 })
+	m, err := New(mp, func() GaugeValues {
+		return GaugeValues{Connections: 3, Sessions: 2, MemoryBudget: 1 << 30, MemoryUsed: 5}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,6 +31,9 @@ func TestMetricsAndSummary(t *testing.T) {
 	m.RateLimitWait()
 	m.StreamEnded(codes.OK, 2*time.Second)
 	m.Delivered(time.Millisecond)
+	m.Replayed(3)
+	m.RetainedEvicted()
+	m.HistoryEvicted(4)
 
 	line, err := summary.Line(context.Background())
 	if err != nil {
@@ -44,13 +49,31 @@ func TestMetricsAndSummary(t *testing.T) {
 		t.Fatal(err)
 	}
 	histograms := map[string]uint64{}
+	values := map[string]int64{}
 	for _, sm := range rm.ScopeMetrics {
 		for _, mt := range sm.Metrics {
-			if h, ok := mt.Data.(metricdata.Histogram[float64]); ok {
-				for _, p := range h.DataPoints {
+			switch d := mt.Data.(type) {
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
 					histograms[mt.Name+"/"+mt.Unit] += p.Count
 				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					values[mt.Name+"/"+mt.Unit] += p.Value
+				}
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					values[mt.Name+"/"+mt.Unit] += p.Value
+				}
 			}
+		}
+	}
+	for name, want := range map[string]int64{
+		MemoryBudget + "/By": 1 << 30, MemoryUsed + "/By": 5,
+		ReplayedMessages + "/": 3, RetainedEvictions + "/": 1, HistoryEvictions + "/": 4,
+	} {
+		if values[name] != want {
+			t.Errorf("%s = %d, want %d (all: %v)", name, values[name], want, values)
 		}
 	}
 	if histograms[StreamDuration+"/s"] != 1 || histograms[DeliveryLatency+"/s"] != 1 {

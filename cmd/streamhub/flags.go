@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/streamhub/streamhub/streaming"
 )
 
@@ -18,6 +19,7 @@ type options struct {
 	maxMessageSize     byteSize
 	maxPendingBytes    byteSize
 	historyMaxBytes    byteSize
+	memoryBudget       byteSize // 0: derived from the machine
 	rateLimit          float64
 	rateBurst          int
 	sendRateLimit      float64
@@ -65,6 +67,7 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool)) (*option
 	fs.IntVar(&c.MaxRetainedClients, "max-retained-clients", def.MaxRetainedClients, "clients without a stream whose memberships are kept; beyond it the oldest are forgotten")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "graceful shutdown budget")
 	fs.DurationVar(&c.MaxStreamAge, "max-stream-age", 0, "streams older than this get a goaway and end, so clients rebalance; 0 disables")
+	fs.Var(&o.memoryBudget, "memory-budget", "everything held for clients, history payloads and pending deliveries (default: half the cgroup memory limit when one is set, else a quarter of physical memory)")
 	fs.Var(&o.maxPendingBytes, "max-pending-bytes", "payload bytes of the deliveries pending on a connection beyond which it is a slow consumer")
 	fs.StringVar(&o.security.tlsCert, "tls-cert", "", "TLS certificate file (PEM); with --tls-key, serve TLS")
 	fs.StringVar(&o.security.tlsKey, "tls-key", "", "TLS private key file (PEM)")
@@ -88,6 +91,10 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool)) (*option
 	c.MaxMessageSize = int(o.maxMessageSize)
 	c.MaxPendingBytes = int(o.maxPendingBytes)
 	c.HistoryMaxBytes = int(o.historyMaxBytes)
+	c.MemoryBudget = int64(o.memoryBudget)
+	if c.MemoryBudget == 0 {
+		c.MemoryBudget = defaultMemoryBudget(memlimit.FromCgroup, memlimit.FromSystem)
+	}
 	return o, o.validate()
 }
 

@@ -27,6 +27,11 @@ func run(args []string) int {
 		return 2
 	}
 	ctx := logContext(o)
+	soft, err := setSoftMemoryLimit(o.stream.MemoryBudget)
+	if err != nil {
+		log.Error(ctx, err, log.KV{K: "msg", V: "cannot set the runtime's soft memory limit"})
+	}
+	log.Print(ctx, log.KV{K: "msg", V: "memory"}, log.KV{K: "budget", V: o.stream.MemoryBudget}, log.KV{K: "soft_limit", V: soft})
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s, err := newServer(ctx, o)

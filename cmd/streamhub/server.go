@@ -80,11 +80,13 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 		}
 	}
 	var svc atomic.Pointer[streaming.Service] // the gauges may be collected before the service exists
-	s.obs, err = newObservability(ctx, o, func() (int, int) {
-		if v := svc.Load(); v != nil {
-			return v.Connections(), v.Sessions()
+	s.obs, err = newObservability(ctx, o, func() telemetry.GaugeValues {
+		v := svc.Load()
+		if v == nil {
+			return telemetry.GaugeValues{MemoryBudget: o.stream.MemoryBudget}
 		}
-		return 0, 0
+		budget, used := v.Memory()
+		return telemetry.GaugeValues{Connections: v.Connections(), Sessions: v.Sessions(), MemoryBudget: budget, MemoryUsed: used}
 	})
 	if err != nil {
 		s.grpcLis.Close()
