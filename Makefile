@@ -2,6 +2,10 @@
 
 GO     ?= go
 MODULE := github.com/streamhub/streamhub
+# The approved Go toolchain. A machine's own go command fetches it through the
+# module proxy on first use (about 76 MB, once); go.mod's go line names it too,
+# but a machine with GOTOOLCHAIN=local would refuse to switch to it by itself.
+export GOTOOLCHAIN := go1.27.3
 BIN    := $(CURDIR)/bin
 # goa gen finds protoc's Go plugins on PATH: the pinned ones in ./bin come first.
 export PATH := $(BIN):$(PATH)
