@@ -10,7 +10,14 @@ BIN    := $(CURDIR)/bin
 # goa gen finds protoc's Go plugins on PATH: the pinned ones in ./bin come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all tools gen check-gen build run test lint bench
+.PHONY: all tools gen check-gen build run test lint bench vulncheck
+
+# govulncheck and the Go vulnerability database it reads, pinned. No online
+# database is reachable from CI, so the database is built from the
+# golang.org/x/vulndb module (its OSV files) with that module's indexdb.
+GOVULNCHECK_VERSION := v1.9.0
+VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
+VULNDB              := $(BIN)/vulndb/$(VULNDB_VERSION)
 
 all: build
 
@@ -55,3 +62,15 @@ lint: tools
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(BIN)/staticcheck $$($(GO) list ./... | grep -v '/gen/')
+
+## vulncheck: govulncheck against the pinned offline database; any reachable vulnerability fails
+vulncheck: $(VULNDB)/index/db.json
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION) -db file://$(VULNDB) ./...
+
+# The database, built once per pinned version (about two minutes).
+$(VULNDB)/index/db.json:
+	rm -rf $(VULNDB).tmp
+	$(GO) mod download golang.org/x/vulndb@$(VULNDB_VERSION)
+	$(GO) run golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION) \
+		-vulns "$$($(GO) env GOMODCACHE)/golang.org/x/vulndb@$(VULNDB_VERSION)/data/osv" -out $(VULNDB).tmp
+	rm -rf $(VULNDB) && mv $(VULNDB).tmp $(VULNDB)
