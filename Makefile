@@ -37,8 +37,10 @@ check-gen: tools
 	diff -r gen "$$tmp/gen" && echo "gen/ is in sync with design/"
 
 ## build: build the server and the CLI into ./bin
+# -buildvcs=auto records the git revision for --version, even where GOFLAGS
+# turns stamping off; outside a checkout there is simply none.
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/...
 
 ## run: start a server with development defaults (gRPC :50051, admin :8081)
 run:
