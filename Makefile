@@ -10,7 +10,7 @@ BIN    := $(CURDIR)/bin
 # goa gen finds protoc's Go plugins on PATH: the pinned ones in ./bin come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all tools gen check-gen build run test lint bench vulncheck
+.PHONY: all tools gen check-gen build run test lint bench vulncheck image
 
 # govulncheck and the Go vulnerability database it reads, pinned. No online
 # database is reachable from CI, so the database is built from the
@@ -52,6 +52,13 @@ test:
 	$(GO) test -race -timeout 5m ./...
 	@if command -v protoc >/dev/null 2>&1; then $(MAKE) --no-print-directory check-gen; \
 	else echo "protoc not found: check-gen skipped"; fi
+
+## image: the server's container image, built without Docker, as an OCI image layout
+## tarball (bin/streamhub-image.tar: docker load -i, podman load -i, skopeo copy oci-archive:...).
+## Another architecture: make image GOARCH=arm64
+image:
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -buildvcs=auto -ldflags='-s -w' -o $(BIN)/linux/streamhub ./cmd/streamhub
+	env -u GOOS -u GOARCH $(GO) run ./cmd/streamhub-image -binary $(BIN)/linux/streamhub -out $(BIN)/streamhub-image.tar
 
 ## bench: build, then measure StreamHub against a bare grpc-go server (flags: make bench ARGS="-scenarios 1,2 -json")
 bench: build
