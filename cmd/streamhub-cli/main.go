@@ -22,13 +22,14 @@ import (
 
 	cli "github.com/streamhub/streamhub/gen/grpc/cli/streamhub"
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
+	"github.com/streamhub/streamhub/internal/buildinfo"
 	goa "goa.design/goa/v3/pkg"
 	"google.golang.org/grpc"
 )
 
 // Exit statuses.
 const (
-	exitOK     = 0 // the server ended the stream with OK, or --help
+	exitOK     = 0 // the server ended the stream with OK, or --help or --version
 	exitStream = 1 // the stream could not be opened or ended with another status
 	exitUsage  = 2 // bad command line, as for the flag package
 )
@@ -50,7 +51,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if len(args) > 0 {
 		prog = filepath.Base(args[0])
 	}
-	cmd, code := parseCommand(args, stderr)
+	cmd, code := parseCommand(args, stdout, stderr)
 	if cmd == nil {
 		return code
 	}
@@ -116,7 +117,8 @@ type command struct {
 var globalsMu sync.Mutex
 
 // parseCommand parses the command line. On failure or --help it reports on
-// stderr and returns a nil command and the exit status.
+// stderr, on --version it prints the build on stdout, and it returns a nil
+// command and the exit status.
 //
 // The generated cli.ParseEndpoint reads its global flags from
 // flag.CommandLine and the command line from os.Args, and its usage texts
@@ -126,7 +128,7 @@ var globalsMu sync.Mutex
 // Two things stay as generated: the usage of "stream-service [stream-data]
 // --help" goes to os.Stderr, and the stream-data flag set exits the process
 // on --help or a bad flag (flag.ExitOnError). Tests must avoid those two.
-func parseCommand(args []string, stderr io.Writer) (*command, int) {
+func parseCommand(args []string, stdout, stderr io.Writer) (*command, int) {
 	globalsMu.Lock()
 	defer globalsMu.Unlock()
 	savedArgs, savedFlags := os.Args, flag.CommandLine
@@ -143,6 +145,10 @@ func parseCommand(args []string, stderr io.Writer) (*command, int) {
 			return nil, exitOK
 		}
 		return nil, exitUsage // the flag package has reported it
+	}
+	if g.version {
+		fmt.Fprint(stdout, buildinfo.Read().Format(filepath.Base(args[0])))
+		return nil, exitOK
 	}
 	cfg, err := g.config()
 	if err != nil {
@@ -186,6 +192,7 @@ type globalFlags struct {
 	timeout timeoutValue
 	session string
 	verbose bool
+	version bool
 
 	tls           bool
 	tlsCA         string
@@ -205,6 +212,7 @@ func newGlobalFlags(prog string, stderr io.Writer) (*flag.FlagSet, *globalFlags)
 	fs.StringVar(&g.session, "session", "", "text mode: send plain lines as data to this session")
 	fs.BoolVar(&g.verbose, "verbose", false, "echo sent messages on stderr")
 	fs.BoolVar(&g.verbose, "v", false, "echo sent messages on stderr")
+	fs.BoolVar(&g.version, "version", false, "print the build's version, VCS revision and time, and Go version, then exit")
 	fs.BoolVar(&g.tls, "tls", false, "connect over TLS, trusting the system's CA certificates")
 	fs.StringVar(&g.tlsCA, "tls-ca", "", "trust the CA certificates in this PEM `file` instead of the system's (implies -tls)")
 	fs.StringVar(&g.tlsCert, "tls-cert", "", "client certificate PEM `file` for mutual TLS, with -tls-key (implies -tls)")
@@ -273,6 +281,7 @@ Usage:
     %[1]s [-url URL] [-timeout DURATION] [-session NAME] [-verbose|-v]
         [-tls] [-tls-ca FILE] [-tls-cert FILE -tls-key FILE] [-tls-server-name NAME]
         SERVICE ENDPOINT [flags]
+    %[1]s -version
 
     -url URL:          server URL, grpc://HOST:PORT, grpcs://HOST:PORT (TLS)
                        or HOST:PORT (%[2]s)
@@ -280,6 +289,8 @@ Usage:
                        the stream itself has no deadline
     -session NAME:     text mode, see below
     -verbose|-v:       echo sent messages on stderr (false)
+    -version:          print the build's version, VCS revision and time, and
+                       Go version, then exit
 
 TLS (a grpcs:// URL or any of these flags turns it on; TLS 1.2 at least):
     -tls:                   connect over TLS, trusting the system's CA certificates

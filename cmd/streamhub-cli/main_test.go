@@ -7,12 +7,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/streamhub/streamhub/internal/buildinfo"
 	"go.uber.org/goleak"
 )
 
@@ -77,6 +79,21 @@ func TestRunCommandLine(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestVersion: -version and --version print the build on stdout and exit
+// 0 without a command or a connection.
+func TestVersion(t *testing.T) {
+	want := buildinfo.Read().Format("streamhub-cli")
+	for _, flag := range []string{"-version", "--version"} {
+		code, stdout, stderr := runCLI(t, "-url", "grpc://127.0.0.1:1", flag)
+		if code != exitOK || stderr != "" {
+			t.Errorf("%s: exit status %d, stderr:\n%s", flag, code, stderr)
+		}
+		if stdout != want || !strings.Contains(stdout, runtime.Version()) {
+			t.Errorf("%s: stdout:\n%s\nwant:\n%s", flag, stdout, want)
+		}
 	}
 }
 

@@ -30,7 +30,13 @@ type options struct {
 	otlpEndpoint       string
 	debug              bool
 	security           security
+	version            bool // --version: print the build and exit
 }
+
+// commandLineOnly are the flags that no environment variable sets: a
+// STREAMHUB_VERSION left in an environment must not turn every start of
+// the server into a print-and-exit.
+var commandLineOnly = map[string]bool{"version": true}
 
 // parseOptions reads the flags in args, falling back to STREAMHUB_<NAME>
 // environment variables for the flags not given, then to the defaults.
@@ -42,9 +48,10 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool)) (*option
 	fs := flag.NewFlagSet("streamhub", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: streamhub [flags]\n\nStreamHub serves the StreamData gRPC stream. "+
-			"Every flag can also be set with the environment variable STREAMHUB_<NAME> (upper case, - as _); the flag wins.\n\n")
+			"Every flag but --version can also be set with the environment variable STREAMHUB_<NAME> (upper case, - as _); the flag wins.\n\n")
 		fs.PrintDefaults()
 	}
+	fs.BoolVar(&o.version, "version", false, "print the build's version, VCS revision and time, and Go version, then exit")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", ":50051", "gRPC listen address")
 	fs.StringVar(&o.adminAddr, "admin-addr", ":8081", "HTTP admin address (/livez, /readyz, /debug/...); empty disables it")
 	fs.IntVar(&c.MaxConnections, "max-connections", def.MaxConnections, "concurrent streams")
@@ -82,6 +89,9 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool)) (*option
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	if o.version {
+		return o, nil // the build is printed and nothing runs: nothing else is read or checked
+	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
@@ -106,10 +116,10 @@ func applyEnv(fs *flag.FlagSet, lookupEnv func(string) (string, bool)) error {
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
+		if given[f.Name] || commandLineOnly[f.Name] || err != nil {
 			return
 		}
-		name := "STREAMHUB_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		name := envName(f.Name)
 		if v, ok := lookupEnv(name); ok {
 			if v == "" && !isStringFlag(f) {
 				return // an empty number, size, duration or switch means unset
@@ -120,6 +130,11 @@ func applyEnv(fs *flag.FlagSet, lookupEnv func(string) (string, bool)) error {
 		}
 	})
 	return err
+}
+
+// envName is the environment variable of the flag called name.
+func envName(name string) string {
+	return "STREAMHUB_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
 func isStringFlag(f *flag.Flag) bool {

@@ -6,25 +6,33 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/streamhub/streamhub/internal/buildinfo"
 	"goa.design/clue/log"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
+// run is the whole server: args are the command line after the program
+// name. It returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
 	o, err := parseOptions(args, os.LookupEnv)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "streamhub:", err)
+		fmt.Fprintln(stderr, "streamhub:", err)
 		return 2
+	}
+	if o.version {
+		fmt.Fprint(stdout, buildinfo.Read().Format("streamhub"))
+		return 0
 	}
 	ctx := logContext(o)
 	soft, err := setSoftMemoryLimit(o.stream.MemoryBudget)

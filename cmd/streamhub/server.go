@@ -14,6 +14,7 @@ import (
 	streamsvr "github.com/streamhub/streamhub/gen/grpc/stream_service/server"
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 	"github.com/streamhub/streamhub/interceptors"
+	"github.com/streamhub/streamhub/internal/buildinfo"
 	"github.com/streamhub/streamhub/streaming"
 	"github.com/streamhub/streamhub/telemetry"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -48,6 +49,7 @@ const grpcServiceName = "stream_service.StreamService"
 // behind it and the admin HTTP server.
 type server struct {
 	opts     *options
+	build    buildinfo.Info
 	obs      *observability
 	svc      *streaming.Service
 	grpc     *grpc.Server
@@ -69,7 +71,7 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{opts: o}
+	s := &server{opts: o, build: buildinfo.Read()}
 	if s.grpcLis, err = net.Listen("tcp", o.grpcAddr); err != nil {
 		return nil, fmt.Errorf("gRPC listener: %w", err)
 	}
@@ -87,7 +89,7 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 		}
 		budget, used := v.Memory()
 		return telemetry.GaugeValues{Connections: v.Connections(), Sessions: v.Sessions(), MemoryBudget: budget, MemoryUsed: used}
-	})
+	}, s.build)
 	if err != nil {
 		s.grpcLis.Close()
 		if s.adminLis != nil {
@@ -243,7 +245,10 @@ func (s *server) serve(ctx context.Context) error {
 			s.obs.summary.Run(summaryCtx, s.opts.metricsLogInterval)
 		}()
 	}
-	log.Print(ctx, log.KV{K: "msg", V: "serving"}, log.KV{K: "grpc", V: s.grpcAddr()}, log.KV{K: "admin", V: s.adminAddr()})
+	log.Print(ctx, log.KV{K: "msg", V: "serving"}, log.KV{K: "grpc", V: s.grpcAddr()}, log.KV{K: "admin", V: s.adminAddr()},
+		log.KV{K: "version", V: s.build.Version}, log.KV{K: "revision", V: s.build.RevisionOrUnknown()},
+		log.KV{K: "vcs_time", V: s.build.TimeOrUnknown()}, log.KV{K: "modified", V: s.build.Modified},
+		log.KV{K: "go_version", V: s.build.GoVersion})
 
 	var err error
 	select {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/streamhub/streamhub/internal/buildinfo"
 	"github.com/streamhub/streamhub/telemetry"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
@@ -18,9 +19,6 @@ import (
 	"goa.design/clue/clue"
 	"goa.design/clue/log"
 )
-
-// version is reported as the service version of the telemetry resource.
-const version = "1.0"
 
 // observability is the server's telemetry: the meter provider with its
 // readers (Prometheus, the summary, OTLP when configured) and the
@@ -33,7 +31,9 @@ type observability struct {
 }
 
 // newObservability configures Clue and OpenTelemetry once for the process.
-func newObservability(ctx context.Context, o *options, gauges telemetry.Gauges) (*observability, error) {
+// The build is the service version of the telemetry resource and the
+// streamhub_build_info gauge.
+func newObservability(ctx context.Context, o *options, gauges telemetry.Gauges, build buildinfo.Info) (*observability, error) {
 	registry := prometheus.NewRegistry()
 	prom, err := otelprom.New(otelprom.WithRegisterer(registry))
 	if err != nil {
@@ -50,12 +50,12 @@ func newObservability(ctx context.Context, o *options, gauges telemetry.Gauges) 
 	}
 	// Clue builds the propagators and error handler; the meter provider is
 	// ours, with the readers above and the service's resource.
-	cfg, err := clue.NewConfig(ctx, "streamhub", version, nil, nil)
+	cfg, err := clue.NewConfig(ctx, "streamhub", build.Version, nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
-		attribute.String("service.name", "streamhub"), attribute.String("service.version", version)))
+		attribute.String("service.name", "streamhub"), attribute.String("service.version", build.Version)))
 	if err != nil {
 		return nil, err
 	}
@@ -67,6 +67,9 @@ func newObservability(ctx context.Context, o *options, gauges telemetry.Gauges) 
 	cfg.MeterProvider = ob.provider
 	clue.ConfigureOpenTelemetry(ctx, cfg)
 	if ob.metrics, err = telemetry.New(ob.provider, gauges); err != nil {
+		return nil, errors.Join(err, ob.provider.Shutdown(ctx))
+	}
+	if err := telemetry.RegisterBuildInfo(ob.provider, build); err != nil {
 		return nil, errors.Join(err, ob.provider.Shutdown(ctx))
 	}
 	return ob, nil
