@@ -141,6 +141,7 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 
 func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
 	c := s.svc.Config()
+	grpcMetrics := s.obs.metrics.Transport("grpc")
 	return []grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    30 * time.Second, // ping a client after this much silence
@@ -164,13 +165,13 @@ func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
 			// when every stream logs through the one logger and its lock.
 			log.StreamServerInterceptor(ctx, log.WithDisableCallLogging(), log.WithDisableCallID()),
 			debug.StreamServerInterceptor(),
-			interceptors.Monitoring{Method: streamMethod, Metrics: s.obs.metrics}.Stream(),
+			interceptors.Monitoring{Method: streamMethod, Metrics: grpcMetrics}.Stream(),
 			interceptors.Recovery(), // inside Monitoring, which then reports the INTERNAL end
 			interceptors.FlowControl{
 				Method:    streamMethod,
 				Limit:     rate.Limit(s.opts.rateLimit),
 				Burst:     s.opts.rateBurst,
-				OnWait:    s.obs.metrics.RateLimitWait,
+				OnWait:    grpcMetrics.RateLimitWait,
 				SendLimit: rate.Limit(s.opts.sendRateLimit),
 				SendBurst: s.opts.sendRateBurst,
 			}.Stream(),
@@ -189,6 +190,7 @@ func (discardResponse) WriteHeader(int)             {}
 var (
 	_ streaming.Metrics          = (*telemetry.Metrics)(nil)
 	_ interceptors.StreamMetrics = (*telemetry.Metrics)(nil)
+	_ interceptors.StreamMetrics = (*telemetry.Transport)(nil)
 )
 
 // readiness is the /readyz check: ready until the drain starts.
