@@ -1,0 +1,1 @@
+// StreamHub demo chat.
