@@ -6,7 +6,7 @@ BIN    := $(CURDIR)/bin
 # goa gen finds protoc's Go plugins on PATH: the pinned ones in ./bin come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all tools gen check-gen build run test lint bench
+.PHONY: all tools gen check-gen build run test lint bench screenshot
 
 all: build
 
@@ -29,7 +29,7 @@ check-gen: tools
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-## run: start a server with development defaults (gRPC :50051, admin :8081)
+## run: start a server with development defaults (gRPC :50051, WebSocket and demo page on http://localhost:8080/, admin :8081)
 run:
 	$(GO) run ./cmd/streamhub $(ARGS)
 
@@ -43,6 +43,11 @@ test:
 ## bench: build, then measure StreamHub against a bare grpc-go server (flags: make bench ARGS="-scenarios 1,2 -json")
 bench: build
 	$(BIN)/streamhub-bench -server-bin $(BIN)/streamhub $(ARGS)
+
+## screenshot: retake docs/demo-page.png, the README's picture of the demo page (needs chromium)
+screenshot:
+	STREAMHUB_REQUIRE_CHROMIUM=1 STREAMHUB_SCREENSHOT=$(CURDIR)/docs/demo-page.png \
+	$(GO) test -count=1 -run '^TestDemoPageScreenshot$$' ./cmd/streamhub
 
 ## lint: gofmt, go vet and staticcheck on the hand-written code, and go.mod tidy
 lint: tools
