@@ -40,6 +40,7 @@ func mountPage(mux goahttp.Muxer) {
 			// The page may carry a token in its URL: never send it on.
 			h.Set("Referrer-Policy", "no-referrer")
 			h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+			w.WriteHeader(http.StatusOK)
 			_, _ = w.Write(body)
 		})
 	}

@@ -47,7 +47,7 @@ type Server struct {
 	upgrader   *websocket.Upgrader
 	handler    http.Handler
 	draining   atomic.Bool
-	handlers   sync.WaitGroup // stream requests being served
+	handlers   tracker // stream requests being served
 }
 
 // New returns a Server for cfg.
@@ -114,16 +114,46 @@ func redactToken(u string) string {
 func (s *Server) Drain() { s.draining.Store(true) }
 
 // Wait returns when every stream request has been served and every socket
-// closed, or when ctx ends. Call it once no new request can arrive: after
-// the HTTP server's Shutdown.
-func (s *Server) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		s.handlers.Wait()
-		close(done)
-	}()
+// closed, or when ctx ends. The HTTP server does not track the sockets it
+// handed over: call Wait after its Shutdown.
+func (s *Server) Wait(ctx context.Context) error { return s.handlers.wait(ctx) }
+
+// tracker counts requests in progress; unlike a WaitGroup, it may be
+// waited for while requests still start.
+type tracker struct {
+	mu   sync.Mutex    // guards n and idle
+	n    int           // requests in progress
+	idle chan struct{} // closed when n drops to 0; made by a waiter
+}
+
+func (t *tracker) add() {
+	t.mu.Lock()
+	t.n++
+	t.mu.Unlock()
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n--; t.n == 0 && t.idle != nil {
+		close(t.idle)
+		t.idle = nil
+	}
+}
+
+func (t *tracker) wait(ctx context.Context) error {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if t.idle == nil {
+		t.idle = make(chan struct{})
+	}
+	idle := t.idle
+	t.mu.Unlock()
 	select {
-	case <-done:
+	case <-idle:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -146,8 +176,8 @@ func (s *Server) admit(next http.Handler) http.Handler {
 			http.Error(w, "origin not allowed", http.StatusForbidden)
 			return
 		}
-		s.handlers.Add(1)
-		defer s.handlers.Done()
+		s.handlers.add()
+		defer s.handlers.done()
 		sock := &socket{pingInterval: s.cfg.PingInterval, pongTimeout: s.cfg.PongTimeout}
 		ctx := context.WithValue(r.Context(), socketKey{}, sock)
 		ctx = peer.NewContext(ctx, &peer.Peer{Addr: remoteAddr(r.RemoteAddr)})

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -639,4 +640,55 @@ func TestWebSocketTLS(t *testing.T) {
 	if _, _, err := tryWS(t, wsURL(s, "client_id", "plain"), nil); err == nil {
 		t.Fatal("a plaintext socket opened on the TLS port")
 	}
+}
+
+// TestWebSocketProbe: a client that stays silent gets the service's
+// health_check probe, and when it does not answer the socket closes with
+// 4503 "inactive".
+func TestWebSocketProbe(t *testing.T) {
+	s := startMain(t, "--max-inactivity", "100ms", "--probe-timeout", "100ms")
+	c := dialWS(t, s, "quiet")
+	c.readUntil("the probe", func(m *wsMsg) bool { return m.Type == "health_check" })
+	if code, text := c.closeCode(); code != web.CloseUnavailable || text != "inactive" {
+		t.Fatalf("close %d %q, want %d inactive", code, text, web.CloseUnavailable)
+	}
+}
+
+// TestWebSocketSlowConsumer: a socket whose client does not read is cut
+// off as a slow consumer, and the publisher never waits for it.
+func TestWebSocketSlowConsumer(t *testing.T) {
+	s := startMain(t, "--queue-size", "4", "--send-timeout", "500ms")
+	metricsURL := "http://" + s.adminAddr() + "/metrics"
+	dialer := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(4 << 10) // fills soon
+		}
+		return c, err
+	}}
+	conn, _, err := dialer.Dial(wsURL(s, "client_id", "stuck"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stuck := &wsClient{t: t, conn: conn}
+	stuck.read() // welcome
+	stuck.join("room", nil)
+	// From here on stuck reads nothing.
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pub := openStream(t, ctx, dialPlain(t, s), "pub")
+	room := "room"
+	payload := make([]byte, 64<<10)
+	for i := 0; scrape(t, metricsURL)[`streamhub_disconnects_total{reason="slow_consumer"}`] == 0; i++ {
+		if i == 1000 {
+			t.Fatal("no slow-consumer disconnect after 1000 messages")
+		}
+		if err := pub.Send(&streamsvc.DataMessage{Type: "data", SessionID: &room, Data: payload}); err != nil {
+			t.Fatal(err)
+		}
+		grpcData(t, pub) // in step with its own deliveries: only stuck falls behind
+	}
+	eventually(t, "the stuck socket gone", func() bool { return scrape(t, metricsURL)["streamhub_connections_active"] == 1 })
 }
