@@ -1,6 +1,8 @@
 // Package interceptors holds StreamHub's gRPC stream interceptors. Each
 // wraps the server stream of one method, named exactly, and leaves every
-// other method alone; they fit any gRPC service.
+// other method alone; they fit any gRPC service. Their token bucket
+// (Throttle) and stream measurement (Monitoring.Start) also serve a
+// transport outside gRPC's interceptor chain.
 package interceptors
 
 import (
