@@ -388,6 +388,9 @@ func TestWebSocketJWT(t *testing.T) {
 		t.Fatalf("expired stream closed %d %q, want %d", code, text, web.CloseUnauthenticated)
 	}
 	eventually(t, "the request logs", func() bool { return strings.Contains(logs.String(), "token=REDACTED") })
+	eventually(t, "the end-of-stream line", func() bool {
+		return strings.Contains(logs.String(), `msg="stream ended" method="GET /v1/stream" client=dave`)
+	})
 	if strings.Contains(logs.String(), good) {
 		t.Fatal("a token was logged")
 	}
