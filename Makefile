@@ -10,6 +10,7 @@ BIN    := $(CURDIR)/bin
 # goa gen finds protoc's Go plugins on PATH: the pinned ones in ./bin come first.
 export PATH := $(BIN):$(PATH)
 
+<<<<<<< HEAD
 .PHONY: all tools gen check-gen build run test lint bench vulncheck image
 
 # govulncheck and the Go vulnerability database it reads, pinned. No online
@@ -18,6 +19,9 @@ export PATH := $(BIN):$(PATH)
 GOVULNCHECK_VERSION := v1.9.0
 VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
 VULNDB              := $(BIN)/vulndb/$(VULNDB_VERSION)
+=======
+.PHONY: all tools gen check-gen build run test lint bench screenshot
+>>>>>>> ws
 
 all: build
 
@@ -42,7 +46,7 @@ check-gen: tools
 build:
 	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/...
 
-## run: start a server with development defaults (gRPC :50051, admin :8081)
+## run: start a server with development defaults (gRPC :50051, WebSocket and demo page on http://localhost:8080/, admin :8081)
 run:
 	$(GO) run ./cmd/streamhub $(ARGS)
 
@@ -63,6 +67,11 @@ image:
 ## bench: build, then measure StreamHub against a bare grpc-go server (flags: make bench ARGS="-scenarios 1,2 -json")
 bench: build
 	$(BIN)/streamhub-bench -server-bin $(BIN)/streamhub $(ARGS)
+
+## screenshot: retake docs/demo-page.png, the README's picture of the demo page (needs chromium)
+screenshot:
+	STREAMHUB_REQUIRE_CHROMIUM=1 STREAMHUB_SCREENSHOT=$(CURDIR)/docs/demo-page.png \
+	$(GO) test -count=1 -run '^TestDemoPageScreenshot$$' ./cmd/streamhub
 
 ## lint: gofmt, go vet and staticcheck on the hand-written code, and go.mod tidy
 lint: tools

@@ -15,8 +15,9 @@ var _ = API("streamhub", func() {
 		Description("The StreamHub server.")
 		Services("stream_service")
 		Host("localhost", func() {
-			Description("A server on this machine.")
+			Description("A server on this machine: gRPC, and WebSocket for browsers.")
 			URI("grpc://localhost:50051")
+			URI("http://localhost:8080")
 		})
 	})
 })
@@ -86,6 +87,14 @@ var _ = Service("stream_service", func() {
 		Response("aborted", CodeAborted)
 		Response("unavailable", CodeUnavailable)
 	})
+	// Over HTTP these statuses answer the upgrade request; once the socket
+	// is open, a stream ends with a WebSocket close instead.
+	HTTP(func() {
+		Response("unauthenticated", StatusUnauthorized)
+		Response("resource_exhausted", StatusTooManyRequests)
+		Response("aborted", StatusConflict)
+		Response("unavailable", StatusServiceUnavailable)
+	})
 
 	Method("stream_data", func() {
 		Description("Open a bidirectional stream of DataMessages. The server sends a welcome " +
@@ -107,6 +116,14 @@ var _ = Service("stream_service", func() {
 				Attribute("client_id:x-client-id")
 				Attribute("token:authorization")
 			})
+		})
+		// Browsers cannot set headers on a WebSocket: identity travels in
+		// the query string. Messages are JSON text frames.
+		HTTP(func() {
+			GET("/v1/stream")
+			Param("client_id")
+			Param("token")
+			Response(StatusOK)
 		})
 	})
 })

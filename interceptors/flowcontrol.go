@@ -1,6 +1,8 @@
 // Package interceptors holds StreamHub's gRPC stream interceptors. Each
 // wraps the server stream of one method, named exactly, and leaves every
-// other method alone; they fit any gRPC service.
+// other method alone; they fit any gRPC service. Their token bucket
+// (Throttle) and stream measurement (Monitoring.Start) also serve a
+// transport outside gRPC's interceptor chain.
 package interceptors
 
 import (
@@ -39,21 +41,17 @@ func (f FlowControl) Stream() grpc.StreamServerInterceptor {
 		if (f.Limit <= 0 && f.SendLimit <= 0) || info.FullMethod != f.Method {
 			return handler(srv, ss)
 		}
-		rs := &rateLimitedStream{ServerStream: ss, onWait: f.OnWait}
-		if f.Limit > 0 {
-			rs.recv = rate.NewLimiter(f.Limit, f.Burst)
-		}
-		if f.SendLimit > 0 {
-			rs.send = rate.NewLimiter(f.SendLimit, f.SendBurst)
-		}
-		return handler(srv, rs)
+		return handler(srv, &rateLimitedStream{
+			ServerStream: ss,
+			recv:         NewThrottle(f.Limit, f.Burst, f.OnWait),
+			send:         NewThrottle(f.SendLimit, f.SendBurst, nil),
+		})
 	}
 }
 
 type rateLimitedStream struct {
 	grpc.ServerStream
-	recv, send *rate.Limiter // nil when that way is not limited
-	onWait     func()
+	recv, send *Throttle // nil when that way is not limited
 }
 
 // RecvMsg reads a message and takes a token for it, waiting for one if
@@ -63,28 +61,22 @@ func (s *rateLimitedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil || s.recv == nil {
 		return err
 	}
-	return s.take(s.recv, s.onWait)
+	return s.take(s.recv)
 }
 
 // SendMsg takes a send token before writing, waiting for one if needed.
 func (s *rateLimitedStream) SendMsg(m any) error {
 	if s.send != nil {
-		if err := s.take(s.send, nil); err != nil {
+		if err := s.take(s.send); err != nil {
 			return err
 		}
 	}
 	return s.ServerStream.SendMsg(m)
 }
 
-func (s *rateLimitedStream) take(lim *rate.Limiter, onWait func()) error {
-	if lim.Allow() {
-		return nil
-	}
-	if onWait != nil {
-		onWait()
-	}
+func (s *rateLimitedStream) take(t *Throttle) error {
 	ctx := s.Context()
-	if err := lim.Wait(ctx); err != nil {
+	if err := t.Wait(ctx); err != nil {
 		if ctx.Err() != nil {
 			return status.FromContextError(ctx.Err()).Err()
 		}

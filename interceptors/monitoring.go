@@ -59,44 +59,82 @@ func (m Monitoring) Stream() grpc.StreamServerInterceptor {
 		if info.FullMethod != m.Method {
 			return handler(srv, ss)
 		}
-		notes := &annotations{}
-		ctx := context.WithValue(ss.Context(), annotationsKey{}, notes)
-		ms := &monitoredStream{ServerStream: ss, ctx: ctx, metrics: m.Metrics}
-		start := time.Now()
-		err := handler(srv, ms)
-		lifetime := time.Since(start)
-		st := status.Convert(err)
-		m.Metrics.StreamEnded(st.Code(), lifetime)
-
-		kvs := []log.Fielder{
-			log.KV{K: "msg", V: "stream ended"},
-			log.KV{K: "method", V: info.FullMethod},
-		}
-		notes.mu.Lock()
-		kvs = append(kvs, notes.kvs...)
-		notes.mu.Unlock()
-		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-			kvs = append(kvs, log.KV{K: "peer", V: p.Addr.String()})
-		}
-		kvs = append(kvs,
-			log.KV{K: "duration", V: lifetime.String()},
-			log.KV{K: "received", V: ms.received.Load()}, log.KV{K: "received_bytes", V: ms.receivedBytes.Load()},
-			log.KV{K: "sent", V: ms.sent.Load()}, log.KV{K: "sent_bytes", V: ms.sentBytes.Load()},
-			log.KV{K: "code", V: st.Code().String()})
-		if err != nil {
-			kvs = append(kvs, log.KV{K: "status", V: st.Message()})
-		}
-		log.Print(ctx, kvs...)
+		ctx, tally := m.Start(ss.Context())
+		err := handler(srv, &monitoredStream{ServerStream: ss, ctx: ctx, tally: tally})
+		tally.End(ctx, err)
 		return err
 	}
 }
 
-type monitoredStream struct {
-	grpc.ServerStream
-	ctx     context.Context
+// Start begins measuring one stream of Method for a transport outside
+// gRPC's interceptor chain (StreamHub's WebSocket transport): the stream's
+// handler runs with the returned context, so that Annotate reaches its
+// end-of-stream line, and the transport reports each message and the end
+// to the returned tally.
+func (m Monitoring) Start(ctx context.Context) (context.Context, *StreamTally) {
+	t := &StreamTally{metrics: m.Metrics, method: m.Method, notes: &annotations{}, start: time.Now()}
+	return context.WithValue(ctx, annotationsKey{}, t.notes), t
+}
+
+// StreamTally measures one stream: messages and bytes each way as they
+// pass, lifetime and final status at the end. Received and Sent may be
+// called from different goroutines.
+type StreamTally struct {
 	metrics StreamMetrics
+	method  string
+	notes   *annotations
+	start   time.Time
 	// Written by the one goroutine that receives (or sends), read at the end.
 	received, receivedBytes, sent, sentBytes atomic.Int64
+}
+
+// Received counts one message read from the client and its encoded size.
+func (t *StreamTally) Received(bytes int) {
+	t.received.Add(1)
+	t.receivedBytes.Add(int64(bytes))
+	t.metrics.MessageReceived(bytes)
+}
+
+// Sent counts one message written to the client and its encoded size.
+func (t *StreamTally) Sent(bytes int) {
+	t.sent.Add(1)
+	t.sentBytes.Add(int64(bytes))
+	t.metrics.MessageSent(bytes)
+}
+
+// End records the stream's lifetime and final status (err as a gRPC status:
+// nil is OK) and logs the end-of-stream line with ctx's logger: the
+// handler's annotations, the peer if ctx has one, duration, counts, code.
+func (t *StreamTally) End(ctx context.Context, err error) {
+	lifetime := time.Since(t.start)
+	st := status.Convert(err)
+	t.metrics.StreamEnded(st.Code(), lifetime)
+
+	kvs := []log.Fielder{
+		log.KV{K: "msg", V: "stream ended"},
+		log.KV{K: "method", V: t.method},
+	}
+	t.notes.mu.Lock()
+	kvs = append(kvs, t.notes.kvs...)
+	t.notes.mu.Unlock()
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		kvs = append(kvs, log.KV{K: "peer", V: p.Addr.String()})
+	}
+	kvs = append(kvs,
+		log.KV{K: "duration", V: lifetime.String()},
+		log.KV{K: "received", V: t.received.Load()}, log.KV{K: "received_bytes", V: t.receivedBytes.Load()},
+		log.KV{K: "sent", V: t.sent.Load()}, log.KV{K: "sent_bytes", V: t.sentBytes.Load()},
+		log.KV{K: "code", V: st.Code().String()})
+	if err != nil {
+		kvs = append(kvs, log.KV{K: "status", V: st.Message()})
+	}
+	log.Print(ctx, kvs...)
+}
+
+type monitoredStream struct {
+	grpc.ServerStream
+	ctx   context.Context
+	tally *StreamTally
 }
 
 func (s *monitoredStream) Context() context.Context { return s.ctx }
@@ -105,10 +143,7 @@ func (s *monitoredStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	n := size(m)
-	s.received.Add(1)
-	s.receivedBytes.Add(int64(n))
-	s.metrics.MessageReceived(n)
+	s.tally.Received(size(m))
 	return nil
 }
 
@@ -116,10 +151,7 @@ func (s *monitoredStream) SendMsg(m any) error {
 	if err := s.ServerStream.SendMsg(m); err != nil {
 		return err
 	}
-	n := size(m)
-	s.sent.Add(1)
-	s.sentBytes.Add(int64(n))
-	s.metrics.MessageSent(n)
+	s.tally.Sent(size(m))
 	return nil
 }
 

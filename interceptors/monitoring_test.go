@@ -3,11 +3,13 @@ package interceptors
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	streampb "github.com/streamhub/streamhub/gen/grpc/stream_service/pb"
+	"goa.design/clue/log"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -141,4 +143,50 @@ func TestMonitoring(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMonitoringStart measures a stream the way a transport outside the
+// interceptor chain does: the handler's annotations and the counts reach
+// the end-of-stream line, the status reaches the metrics.
+func TestMonitoringStart(t *testing.T) {
+	var out syncBuffer
+	ctx := log.Context(context.Background(), log.WithOutput(&out), log.WithFormat(log.FormatText))
+	rec := &recordingMetrics{}
+	ctx, tally := Monitoring{Method: "GET /v1/stream", Metrics: rec}.Start(ctx)
+	Annotate(ctx, "client", "alice")
+	tally.Received(10)
+	tally.Sent(3)
+	tally.Sent(4)
+	tally.End(ctx, status.Error(codes.Aborted, "replaced"))
+
+	if rec.received != 1 || rec.receivedBytes != 10 || rec.sent != 2 || rec.sentBytes != 7 {
+		t.Fatalf("metrics: %+v", rec)
+	}
+	if len(rec.ended) != 1 || rec.ended[0] != codes.Aborted {
+		t.Fatalf("ended with %v, want Aborted", rec.ended)
+	}
+	line := out.String()
+	for _, want := range []string{`method="GET /v1/stream"`, "client=alice", "received=1", "received_bytes=10", "sent=2", "sent_bytes=7", "code=Aborted", "status=replaced"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("end-of-stream line lacks %s:\n%s", want, line)
+		}
+	}
+}
+
+// syncBuffer is a log output safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

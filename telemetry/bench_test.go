@@ -17,11 +17,12 @@ func BenchmarkPerMessage(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	tr := m.Transport("grpc")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			m.MessageReceived(64)
-			m.MessageSent(64)
+			tr.MessageReceived(64)
+			tr.MessageSent(64)
 			m.Delivered(100 * time.Microsecond)
 		}
 	})
@@ -34,9 +35,10 @@ func TestPerMessagePathDoesNotAllocate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tr := m.Transport("grpc")
 	allocs := testing.AllocsPerRun(1000, func() {
-		m.MessageReceived(64)
-		m.MessageSent(64)
+		tr.MessageReceived(64)
+		tr.MessageSent(64)
 		m.Delivered(100 * time.Microsecond)
 	})
 	if allocs != 0 {

@@ -104,7 +104,9 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 		m.reasonAttrs[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
 		m.disconnects.Add(m.ctx, 0, m.reasonAttrs[r]) // every series exists from the start, at 0
 	}
-	for _, c := range []metric.Int64Counter{m.received, m.sent, m.bytesReceived, m.bytesSent, m.sendErrors, m.receiveErrors, m.waits, m.replayed, m.evictions, m.historyEvictions} {
+	// Rate-limit waits are counted by transport: each Transport view starts
+	// its own series.
+	for _, c := range []metric.Int64Counter{m.received, m.sent, m.bytesReceived, m.bytesSent, m.sendErrors, m.receiveErrors, m.replayed, m.evictions, m.historyEvictions} {
 		c.Add(m.ctx, 0)
 	}
 	for c := range m.codeAttrs {

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,8 @@ import (
 type options struct {
 	grpcAddr           string
 	adminAddr          string
+	httpAddr           string
+	wsAllowedOrigins   string
 	stream             streaming.Config
 	maxMessageSize     byteSize
 	maxPendingBytes    byteSize
@@ -54,6 +57,8 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool)) (*option
 	fs.BoolVar(&o.version, "version", false, "print the build's version, VCS revision and time, and Go version, then exit")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", ":50051", "gRPC listen address")
 	fs.StringVar(&o.adminAddr, "admin-addr", ":8081", "HTTP admin address (/livez, /readyz, /debug/...); empty disables it")
+	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "HTTP address of the WebSocket transport (GET /v1/stream) and the demo page (GET /); empty disables it")
+	fs.StringVar(&o.wsAllowedOrigins, "ws-allowed-origins", "", "comma-separated origins (scheme://host[:port], or *) whose pages may open a WebSocket; empty: the same host only")
 	fs.IntVar(&c.MaxConnections, "max-connections", def.MaxConnections, "concurrent streams")
 	fs.Var(&o.maxMessageSize, "max-message-size", "largest message either way (bytes, or with a KiB/MiB suffix)")
 	fs.IntVar(&c.QueueSize, "queue-size", def.QueueSize, "outbound messages per connection: replies queued before the client is no longer read from; deliveries pending longer than --send-timeout beyond it make a slow consumer")
@@ -178,6 +183,11 @@ func (o *options) validate() error {
 			return fmt.Errorf("--%s must be positive (or 0 where 0 disables it)", v.name)
 		}
 	}
+	for _, origin := range o.allowedOrigins() {
+		if u, err := url.Parse(origin); origin != "*" && (err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" || u.RawQuery != "") {
+			return fmt.Errorf("--ws-allowed-origins: %q is not scheme://host[:port] or *", origin)
+		}
+	}
 	if err := o.security.validate(); err != nil {
 		return err
 	}
@@ -187,6 +197,17 @@ func (o *options) validate() error {
 		return fmt.Errorf("--log-format must be json, text, terminal or auto, not %q", o.logFormat)
 	}
 	return nil
+}
+
+// allowedOrigins is --ws-allowed-origins as a list.
+func (o *options) allowedOrigins() []string {
+	var list []string
+	for _, origin := range strings.Split(o.wsAllowedOrigins, ",") {
+		if origin = strings.TrimSpace(origin); origin != "" {
+			list = append(list, strings.TrimSuffix(origin, "/"))
+		}
+	}
+	return list
 }
 
 // byteSize is a flag of a number of bytes, with an optional KiB, MiB or GiB

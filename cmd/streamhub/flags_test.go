@@ -16,7 +16,7 @@ func TestParseOptions(t *testing.T) {
 	}{
 		{name: "defaults", check: func(o *options) bool {
 			c := o.stream
-			return o.grpcAddr == ":50051" && o.adminAddr == ":8081" && c.MaxConnections == 5000 &&
+			return o.grpcAddr == ":50051" && o.adminAddr == ":8081" && o.httpAddr == ":8080" && o.wsAllowedOrigins == "" && c.MaxConnections == 5000 &&
 				c.MaxMessageSize == 5<<20 && c.QueueSize == 512 && c.SendTimeout == 15*time.Second &&
 				c.HeartbeatInterval == 20*time.Second && c.MaxInactivity == 2*time.Minute &&
 				c.ProbeTimeout == 10*time.Second && o.rateLimit == 1000 && o.rateBurst == 100 &&
@@ -34,6 +34,14 @@ func TestParseOptions(t *testing.T) {
 			}},
 		{name: "empty environment value disables the admin server", env: map[string]string{"STREAMHUB_ADMIN_ADDR": ""},
 			check: func(o *options) bool { return o.adminAddr == "" }},
+		{name: "HTTP address and origins from the environment", env: map[string]string{"STREAMHUB_HTTP_ADDR": "", "STREAMHUB_WS_ALLOWED_ORIGINS": "https://a.example, http://b.example:8000/"},
+			check: func(o *options) bool {
+				l := o.allowedOrigins()
+				return o.httpAddr == "" && len(l) == 2 && l[0] == "https://a.example" && l[1] == "http://b.example:8000"
+			}},
+		{name: "any origin", args: []string{"--ws-allowed-origins", "*"}, check: func(o *options) bool { return o.allowedOrigins()[0] == "*" }},
+		{name: "bad origin", args: []string{"--ws-allowed-origins", "example.com"}, err: "--ws-allowed-origins"},
+		{name: "origin with a path", args: []string{"--ws-allowed-origins", "https://example.com/app"}, err: "--ws-allowed-origins"},
 		{name: "empty numbers and switches are unset", env: map[string]string{"STREAMHUB_QUEUE_SIZE": "", "STREAMHUB_DEBUG": "", "STREAMHUB_MAX_PENDING_BYTES": ""},
 			check: func(o *options) bool { return o.stream.QueueSize == 512 && !o.debug }},
 		{name: "flag wins over environment", args: []string{"--queue-size", "7"}, env: map[string]string{"STREAMHUB_QUEUE_SIZE": "9"},

@@ -21,6 +21,12 @@ import (
 // reason label (if any), summed over other labels; histograms give _count.
 func scrape(t *testing.T, url string) map[string]float64 {
 	t.Helper()
+	return scrapeLabel(t, url, "reason")
+}
+
+// scrapeLabel is scrape keyed by another label: series{label="value"}.
+func scrapeLabel(t *testing.T, url, label string) map[string]float64 {
+	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
@@ -36,8 +42,8 @@ func scrape(t *testing.T, url string) map[string]float64 {
 		for _, m := range f.GetMetric() {
 			key := name
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" {
-					key += `{reason="` + l.GetValue() + `"}`
+				if l.GetName() == label {
+					key += `{` + label + `="` + l.GetValue() + `"}`
 				}
 			}
 			switch f.GetType() {
@@ -46,7 +52,8 @@ func scrape(t *testing.T, url string) map[string]float64 {
 			case dto.MetricType_GAUGE:
 				v[key] += m.GetGauge().GetValue()
 			case dto.MetricType_HISTOGRAM:
-				v[key+"_count"] += float64(m.GetHistogram().GetSampleCount())
+				count := name + "_count" + strings.TrimPrefix(key, name)
+				v[count] += float64(m.GetHistogram().GetSampleCount())
 			}
 		}
 	}

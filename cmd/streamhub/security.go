@@ -63,8 +63,8 @@ func (s *security) authenticator() (streaming.Authenticator, error) {
 	}
 }
 
-// credentials returns the server's TLS credentials, or nil without TLS.
-func (s *security) credentials() (credentials.TransportCredentials, error) {
+// tlsConfig returns the servers' TLS configuration, or nil without TLS.
+func (s *security) tlsConfig() (*tls.Config, error) {
 	if s.tlsCert == "" {
 		return nil, nil
 	}
@@ -83,6 +83,15 @@ func (s *security) credentials() (credentials.TransportCredentials, error) {
 			return nil, fmt.Errorf("TLS client CA %s: no certificate found", s.tlsClientCA)
 		}
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// credentials returns the gRPC server's TLS credentials, or nil without TLS.
+func (s *security) credentials() (credentials.TransportCredentials, error) {
+	cfg, err := s.tlsConfig()
+	if cfg == nil || err != nil {
+		return nil, err
 	}
 	return credentials.NewTLS(cfg), nil
 }

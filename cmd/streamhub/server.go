@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -17,7 +18,9 @@ import (
 	"github.com/streamhub/streamhub/internal/buildinfo"
 	"github.com/streamhub/streamhub/streaming"
 	"github.com/streamhub/streamhub/telemetry"
+	"github.com/streamhub/streamhub/web"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"goa.design/clue/debug"
 	"goa.design/clue/health"
 	"goa.design/clue/log"
@@ -46,7 +49,7 @@ const (
 const grpcServiceName = "stream_service.StreamService"
 
 // server is a running StreamHub: the gRPC server, the streaming service
-// behind it and the admin HTTP server.
+// behind it, the browser transport and the admin HTTP server.
 type server struct {
 	opts     *options
 	build    buildinfo.Info
@@ -55,8 +58,11 @@ type server struct {
 	grpc     *grpc.Server
 	health   *grpchealth.Server
 	admin    *http.Server
+	web      *web.Server  // nil when the HTTP server is disabled
+	http     *http.Server // the WebSocket transport and the demo page
 	grpcLis  net.Listener
 	adminLis net.Listener // nil when the admin server is disabled
+	httpLis  net.Listener // nil when the HTTP server is disabled
 	draining atomic.Bool
 }
 
@@ -71,15 +77,13 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{opts: o, build: buildinfo.Read()}
-	if s.grpcLis, err = net.Listen("tcp", o.grpcAddr); err != nil {
-		return nil, fmt.Errorf("gRPC listener: %w", err)
+	tlsCfg, err := o.security.tlsConfig()
+	if err != nil {
+		return nil, err
 	}
-	if o.adminAddr != "" {
-		if s.adminLis, err = net.Listen("tcp", o.adminAddr); err != nil {
-			s.grpcLis.Close()
-			return nil, fmt.Errorf("admin listener: %w", err)
-		}
+	s := &server{opts: o, build: buildinfo.Read()}
+	if err := s.listen(); err != nil {
+		return nil, err
 	}
 	var svc atomic.Pointer[streaming.Service] // the gauges may be collected before the service exists
 	s.obs, err = newObservability(ctx, o, func() telemetry.GaugeValues {
@@ -91,10 +95,7 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 		return telemetry.GaugeValues{Connections: v.Connections(), Sessions: v.Sessions(), MemoryBudget: budget, MemoryUsed: used}
 	}, s.build)
 	if err != nil {
-		s.grpcLis.Close()
-		if s.adminLis != nil {
-			s.adminLis.Close()
-		}
+		s.closeListeners()
 		return nil, err
 	}
 
@@ -138,11 +139,64 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 	if s.adminLis != nil {
 		s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
+	if s.httpLis != nil {
+		s.web = web.New(web.Config{
+			Endpoints:      streamsvc.NewEndpoints(s.svc), // the same service: one pool, one set of sessions
+			LogContext:     ctx,
+			AllowedOrigins: o.allowedOrigins(),
+			MaxMessageSize: s.svc.Config().MaxMessageSize,
+			RateLimit:      rate.Limit(o.rateLimit),
+			RateBurst:      o.rateBurst,
+			Metrics:        s.obs.metrics.Transport("websocket"),
+		})
+		s.http = &http.Server{
+			Handler:           otelhttp.NewHandler(s.web.Handler(), "streamhub", otelhttp.WithMeterProvider(s.obs.provider)),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+		}
+		if tlsCfg != nil {
+			// WebSockets need HTTP/1.1: an HTTP/2 response cannot be hijacked.
+			tlsCfg = tlsCfg.Clone()
+			tlsCfg.NextProtos = []string{"http/1.1"}
+			s.httpLis = tls.NewListener(s.httpLis, tlsCfg)
+		}
+	}
 	return s, nil
+}
+
+// listen opens the configured listeners.
+func (s *server) listen() error {
+	o := s.opts
+	var err error
+	if s.grpcLis, err = net.Listen("tcp", o.grpcAddr); err != nil {
+		return fmt.Errorf("gRPC listener: %w", err)
+	}
+	if o.adminAddr != "" {
+		if s.adminLis, err = net.Listen("tcp", o.adminAddr); err != nil {
+			s.closeListeners()
+			return fmt.Errorf("admin listener: %w", err)
+		}
+	}
+	if o.httpAddr != "" {
+		if s.httpLis, err = net.Listen("tcp", o.httpAddr); err != nil {
+			s.closeListeners()
+			return fmt.Errorf("HTTP listener: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *server) closeListeners() {
+	for _, l := range []net.Listener{s.grpcLis, s.adminLis, s.httpLis} {
+		if l != nil {
+			l.Close()
+		}
+	}
 }
 
 func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
 	c := s.svc.Config()
+	grpcMetrics := s.obs.metrics.Transport("grpc")
 	return []grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    30 * time.Second, // ping a client after this much silence
@@ -166,13 +220,13 @@ func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
 			// when every stream logs through the one logger and its lock.
 			log.StreamServerInterceptor(ctx, log.WithDisableCallLogging(), log.WithDisableCallID()),
 			debug.StreamServerInterceptor(),
-			interceptors.Monitoring{Method: streamMethod, Metrics: s.obs.metrics}.Stream(),
+			interceptors.Monitoring{Method: streamMethod, Metrics: grpcMetrics}.Stream(),
 			interceptors.Recovery(), // inside Monitoring, which then reports the INTERNAL end
 			interceptors.FlowControl{
 				Method:    streamMethod,
 				Limit:     rate.Limit(s.opts.rateLimit),
 				Burst:     s.opts.rateBurst,
-				OnWait:    s.obs.metrics.RateLimitWait,
+				OnWait:    grpcMetrics.RateLimitWait,
 				SendLimit: rate.Limit(s.opts.sendRateLimit),
 				SendBurst: s.opts.sendRateBurst,
 			}.Stream(),
@@ -191,6 +245,8 @@ func (discardResponse) WriteHeader(int)             {}
 var (
 	_ streaming.Metrics          = (*telemetry.Metrics)(nil)
 	_ interceptors.StreamMetrics = (*telemetry.Metrics)(nil)
+	_ interceptors.StreamMetrics = (*telemetry.Transport)(nil)
+	_ web.Metrics                = (*telemetry.Transport)(nil)
 )
 
 // readiness is the /readyz check: ready until the drain starts.
@@ -215,10 +271,18 @@ func (s *server) adminAddr() string {
 	return s.adminLis.Addr().String()
 }
 
+// httpAddr is the address of the WebSocket transport and the demo page.
+func (s *server) httpAddr() string {
+	if s.httpLis == nil {
+		return ""
+	}
+	return s.httpLis.Addr().String()
+}
+
 // serve serves until ctx ends or a server fails, then drains and stops.
 // It returns once nothing of the server runs any more.
 func (s *server) serve(ctx context.Context) error {
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -236,6 +300,15 @@ func (s *server) serve(ctx context.Context) error {
 			}
 		}()
 	}
+	if s.http != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.http.Serve(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("HTTP server: %w", err)
+			}
+		}()
+	}
 	summaryCtx, stopSummary := context.WithCancel(ctx)
 	defer stopSummary()
 	if s.opts.metricsLogInterval > 0 {
@@ -245,7 +318,8 @@ func (s *server) serve(ctx context.Context) error {
 			s.obs.summary.Run(summaryCtx, s.opts.metricsLogInterval)
 		}()
 	}
-	log.Print(ctx, log.KV{K: "msg", V: "serving"}, log.KV{K: "grpc", V: s.grpcAddr()}, log.KV{K: "admin", V: s.adminAddr()},
+	log.Print(ctx, log.KV{K: "msg", V: "serving"}, log.KV{K: "grpc", V: s.grpcAddr()}, log.KV{K: "http", V: s.httpAddr()},
+		log.KV{K: "admin", V: s.adminAddr()},
 		log.KV{K: "version", V: s.build.Version}, log.KV{K: "revision", V: s.build.RevisionOrUnknown()},
 		log.KV{K: "vcs_time", V: s.build.TimeOrUnknown()}, log.KV{K: "modified", V: s.build.Modified},
 		log.KV{K: "go_version", V: s.build.GoVersion})
@@ -270,6 +344,9 @@ func (s *server) shutdown(ctx context.Context) {
 	log.Print(ctx, log.KV{K: "msg", V: "draining"}, log.KV{K: "timeout", V: s.opts.drainTimeout.String()})
 	s.draining.Store(true)
 	s.health.Shutdown()
+	if s.web != nil {
+		s.web.Drain() // WebSockets the drain ends close with 1001
+	}
 	drainCtx, cancel := context.WithTimeout(ctx, s.opts.drainTimeout)
 	defer cancel()
 	if err := s.svc.Shutdown(drainCtx); err != nil {
@@ -289,6 +366,16 @@ func (s *server) shutdown(ctx context.Context) {
 	case <-graceCtx.Done():
 		s.grpc.Stop()
 		<-stopped
+	}
+	if s.http != nil {
+		// Page requests get the grace; the sockets, which the HTTP server no
+		// longer tracks, are ending their closing handshakes.
+		if err := s.http.Shutdown(graceCtx); err != nil {
+			s.http.Close()
+		}
+		if err := s.web.Wait(graceCtx); err != nil {
+			log.Print(ctx, log.KV{K: "msg", V: "WebSocket closing handshakes cut short"})
+		}
 	}
 	if s.admin != nil {
 		if err := s.admin.Shutdown(graceCtx); err != nil {

@@ -22,7 +22,7 @@ const waitTimeout = 10 * time.Second
 
 func testOptions(t *testing.T, args ...string) *options {
 	t.Helper()
-	o, err := parseOptions(append([]string{"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, args...),
+	o, err := parseOptions(append([]string{"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, args...),
 		func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
