@@ -10,8 +10,7 @@ BIN    := $(CURDIR)/bin
 # goa gen finds protoc's Go plugins on PATH: the pinned ones in ./bin come first.
 export PATH := $(BIN):$(PATH)
 
-<<<<<<< HEAD
-.PHONY: all tools gen check-gen build run test lint bench vulncheck image
+.PHONY: all tools gen check-gen build run test lint bench vulncheck image screenshot
 
 # govulncheck and the Go vulnerability database it reads, pinned. No online
 # database is reachable from CI, so the database is built from the
@@ -19,9 +18,6 @@ export PATH := $(BIN):$(PATH)
 GOVULNCHECK_VERSION := v1.9.0
 VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
 VULNDB              := $(BIN)/vulndb/$(VULNDB_VERSION)
-=======
-.PHONY: all tools gen check-gen build run test lint bench screenshot
->>>>>>> ws
 
 all: build
 
