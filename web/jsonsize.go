@@ -41,9 +41,11 @@ func jsonSize(m *streamsvc.DataMessage) int {
 	return n
 }
 
-// jsonStringSize is the size of s as a JSON string by encoding/json:
-// quotes, short escapes, \u00XX for other control characters and for <, >
-// and &, \ufffd for each invalid byte, \u2028 and \u2029 escaped.
+// jsonStringSize is the size of s as a JSON string by encoding/json (as
+// of the pinned go1.27): quotes, short escapes, \u00XX for other control
+// characters and for <, > and &, \u2028 and \u2029 escaped, and each
+// invalid byte replaced by U+FFFD, written as is. TestJSONSize checks it
+// against the encoder, so a toolchain that encodes otherwise fails it.
 func jsonStringSize(s string) int {
 	n := 2
 	for i := 0; i < len(s); {
@@ -62,7 +64,9 @@ func jsonStringSize(s string) int {
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
-		case r == utf8.RuneError && size == 1, r == '\u2028', r == '\u2029':
+		case r == utf8.RuneError && size == 1:
+			n += utf8.RuneLen(utf8.RuneError)
+		case r == '\u2028', r == '\u2029':
 			n += 6
 		default:
 			n += size
