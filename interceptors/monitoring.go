@@ -155,10 +155,14 @@ func (s *monitoredStream) SendMsg(m any) error {
 	return nil
 }
 
-// size is a message's encoded size; gRPC's own messages are protobuf.
+// size is a message's encoded size: a message sent already encoded says
+// it; gRPC's own messages are protobuf.
 func size(m any) int {
-	if pm, ok := m.(proto.Message); ok {
-		return proto.Size(pm)
+	switch m := m.(type) {
+	case interface{ EncodedSize() int }:
+		return m.EncodedSize()
+	case proto.Message:
+		return proto.Size(m)
 	}
 	return 0
 }

@@ -190,3 +190,17 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// encodedMsg stands in for a message sent already encoded.
+type encodedMsg int
+
+func (e encodedMsg) EncodedSize() int { return int(e) }
+
+func TestSizeOfAnEncodedMessageIsWhatItSays(t *testing.T) {
+	if got := size(encodedMsg(42)); got != 42 {
+		t.Fatalf("size %d, want 42", got)
+	}
+	if got := size("not a message"); got != 0 {
+		t.Fatalf("size of a non-message %d", got)
+	}
+}

@@ -1,6 +1,7 @@
 package streaming
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ func BenchmarkPublish(b *testing.B) {
 			members := make([]*member, n)
 			conns := make([]*conn, n)
 			for i := range members {
-				c := newConn(svc, fmt.Sprint("c", i), nil, nil, "", time.Now())
+				c := newConn(svc, fmt.Sprint("c", i), nil, context.Background(), "", time.Now())
 				c.client = &client{id: c.id}
 				m := &member{client: c.client, sess: s}
 				s.mu.Lock()

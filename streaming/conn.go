@@ -35,6 +35,7 @@ type conn struct {
 	slot     int     // index in pool.conns; guarded by pool.mu
 	stream   streamsvc.StreamDataServerStream
 	ctx      context.Context
+	raw      rawSender // the gRPC stream under stream, when deliveries may go out encoded once
 	peer     string
 	ident    *Identity // nil without authentication
 	opened   time.Time
@@ -76,6 +77,7 @@ func newConn(svc *Service, id string, stream streamsvc.StreamDataServerStream, c
 		id:         id,
 		slot:       -1,
 		stream:     stream,
+		raw:        rawSenderFrom(ctx),
 		ctx:        ctx,
 		peer:       peer,
 		opened:     now,
@@ -399,7 +401,7 @@ func (c *conn) deliver(n int) (sent, ok bool) {
 			if e == nil {
 				break
 			}
-			if c.send(&e.Msg) != nil {
+			if c.sendEntry(e) != nil {
 				ok = false
 				break
 			}
@@ -515,14 +517,27 @@ func (c *conn) recoverPanic() {
 // blocked past the send timeout.
 func (c *conn) send(msg *streamsvc.DataMessage) error {
 	c.sends.Add(1)
-	err := c.stream.Send(msg)
+	return c.sent1(c.stream.Send(msg))
+}
+
+// sendEntry writes a delivery: its encoding, made once for every member,
+// when the stream allows it, else the message.
+func (c *conn) sendEntry(e *Entry) error {
+	if c.raw == nil {
+		return c.send(&e.Msg)
+	}
+	c.sends.Add(1)
+	return c.sent1(c.raw.SendMsg(&e.enc))
+}
+
+// sent1 ends a send that returned err.
+func (c *conn) sent1(err error) error {
 	c.sends.Add(1)
 	if err != nil {
 		if !c.isClosing() { // a send cut short by the end of the stream did not fail
 			c.svc.metrics.SendFailed()
 		}
 		c.close(reasonSendFailed, err)
-		return err
 	}
-	return nil
+	return err
 }

@@ -13,6 +13,7 @@ import (
 	streampb "github.com/streamhub/streamhub/gen/grpc/stream_service/pb"
 	streamsvr "github.com/streamhub/streamhub/gen/grpc/stream_service/server"
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
+	"github.com/streamhub/streamhub/internal/wire"
 	goa "goa.design/goa/v3/pkg"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -42,10 +43,23 @@ func startServerWith(t testing.TB, cfg Config, svcOpts []Option, opts ...grpc.Se
 	return startServerFull(t, cfg, svcOpts, nil, opts...)
 }
 
+// plain is a server option that makes a test server encode every message
+// on every send, as a server without wire.Codec does.
+var plain = grpc.EmptyServerOption{}
+
+func plainServer(opts []grpc.ServerOption) bool {
+	for _, o := range opts {
+		if o == grpc.ServerOption(plain) {
+			return true
+		}
+	}
+	return false
+}
+
 // startServerWrapped serves the service as wrap makes it appear.
-func startServerWrapped(t testing.TB, cfg Config, wrap func(*Service) streamsvc.Service) *testServer {
+func startServerWrapped(t testing.TB, cfg Config, wrap func(*Service) streamsvc.Service, opts ...grpc.ServerOption) *testServer {
 	t.Helper()
-	return startServerFull(t, cfg, nil, wrap)
+	return startServerFull(t, cfg, nil, wrap, opts...)
 }
 
 func startServerFull(t testing.TB, cfg Config, svcOpts []Option, wrap func(*Service) streamsvc.Service, opts ...grpc.ServerOption) *testServer {
@@ -59,6 +73,12 @@ func startServerFull(t testing.TB, cfg Config, svcOpts []Option, wrap func(*Serv
 	var served streamsvc.Service = svc
 	if wrap != nil {
 		served = wrap(svc)
+	}
+	// As cmd/streamhub serves it: deliveries encoded once (plainServer
+	// turns that off).
+	if !plainServer(opts) {
+		opts = append(opts, grpc.ForceServerCodecV2(wire.Codec{}),
+			grpc.ChainStreamInterceptor(EncodedDeliveries(streampb.StreamService_StreamData_FullMethodName)))
 	}
 	gs := grpc.NewServer(opts...)
 	streampb.RegisterStreamServiceServer(gs, streamsvr.New(streamsvc.NewEndpoints(served), nil))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
+	"github.com/streamhub/streamhub/internal/wire"
 )
 
 // Entry is one accepted data message: what history keeps and what every
@@ -29,7 +30,8 @@ type Entry struct {
 
 	cum  uint64                // payload bytes of the session up to and including this entry
 	next atomic.Pointer[Entry] // the entry after this one, once appended
-	ts   int64                 // storage behind Msg.Timestamp, so that a publish costs one allocation
+	ts   int64                 // storage behind Msg.Timestamp
+	enc  wire.Encoded          // Msg in protobuf, made once for every member; Msg.Data points into it
 }
 
 // size is what the entry counts against byte bounds: its payload.

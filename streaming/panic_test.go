@@ -28,7 +28,8 @@ func (s panickyStream) Send(m *streamsvc.DataMessage) error {
 }
 
 func TestPanicEndsOnlyItsStream(t *testing.T) {
-	ts := startServerWrapped(t, Config{}, func(s *Service) streamsvc.Service { return panicky{s} })
+	// Deliveries through the generated Send, which panics.
+	ts := startServerWrapped(t, Config{}, func(s *Service) streamsvc.Service { return panicky{s} }, plain)
 	victim, bystander := ts.open(t, "victim"), ts.open(t, "bystander")
 	victim.welcome()
 	bystander.welcome()

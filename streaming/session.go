@@ -31,11 +31,12 @@ type session struct {
 // else, so every member sees one order. It refuses the message, and changes
 // nothing, when it does not fit the memory budget even after eviction.
 func (s *session) publish(r *sessions, from *conn, msg *streamsvc.DataMessage) error {
+	enc, payload := encodeDelivery(s.name, from.clientID, msg.ID, s.epoch, msg.Data)
 	e := &Entry{}
 	e.Msg = streamsvc.DataMessage{
 		Type:      typeData,
 		SessionID: s.name,
-		Data:      msg.Data,
+		Data:      payload,
 		Timestamp: &e.ts,
 		Seq:       &e.Seq, // set by append
 		ClientID:  from.clientID,
@@ -62,6 +63,7 @@ func (s *session) publish(r *sessions, from *conn, msg *streamsvc.DataMessage) e
 	// goes up.
 	e.Accepted = time.Now()
 	e.ts = e.Accepted.UnixMilli()
+	e.enc.Set(appendSeqTime(enc, s.hist.last()+1, e.ts)) // the seq append gives it, before senders can see it
 	s.hist.append(e)
 	if s.hist.n == 1 {
 		r.schedule(s, e.Accepted)

@@ -16,6 +16,7 @@ import (
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 	"github.com/streamhub/streamhub/interceptors"
 	"github.com/streamhub/streamhub/internal/buildinfo"
+	"github.com/streamhub/streamhub/internal/wire"
 	"github.com/streamhub/streamhub/streaming"
 	"github.com/streamhub/streamhub/telemetry"
 	"github.com/streamhub/streamhub/web"
@@ -230,7 +231,11 @@ func (s *server) grpcOptions(ctx context.Context) []grpc.ServerOption {
 				SendLimit: rate.Limit(s.opts.sendRateLimit),
 				SendBurst: s.opts.sendRateBurst,
 			}.Stream(),
+			// Last, so that everything above sees the deliveries it sends
+			// encoded once per publish.
+			streaming.EncodedDeliveries(streamMethod),
 		),
+		grpc.ForceServerCodecV2(wire.Codec{}),
 	}
 }
 
