@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"weak"
@@ -261,4 +262,59 @@ func TestErrorRepliesAreBounded(t *testing.T) {
 	eventually(t, "slow consumer", func() bool { return ts.metrics.disconnected("slow_consumer") == 1 })
 	stuck.cancel()
 	<-sending
+}
+
+// lateOpener holds the first stream it serves back until the client has
+// cancelled it and released is closed, as a busy server may: the stream's
+// handler only gets to run after the client gave up on it and opened a
+// newer one.
+type lateOpener struct {
+	*Service
+	calls    atomic.Int32
+	released chan struct{}
+	served   chan struct{} // closed when the first stream's handler returned
+}
+
+func (l *lateOpener) StreamData(ctx context.Context, p *streamsvc.StreamDataPayload, stream streamsvc.StreamDataServerStream) error {
+	if l.calls.Add(1) > 1 {
+		return l.Service.StreamData(ctx, p, stream)
+	}
+	defer close(l.served)
+	<-ctx.Done()
+	<-l.released
+	return l.Service.StreamData(ctx, p, stream)
+}
+
+// A stream the client cancelled before the server got to it never
+// replaces the newer stream the client opened meanwhile (found by
+// TestModel: the client's live stream got goaway replaced and ended, in
+// favour of one it had abandoned).
+func TestCancelledStreamDoesNotReplaceANewerOne(t *testing.T) {
+	late := &lateOpener{released: make(chan struct{}), served: make(chan struct{})}
+	ts := startServerWrapped(t, Config{}, func(s *Service) streamsvc.Service {
+		late.Service = s
+		return late
+	})
+	abandoned := ts.open(t, "x")
+	eventually(t, "the first stream's handler called", func() bool { return late.calls.Load() == 1 })
+	abandoned.cancel()
+	newer := ts.open(t, "x")
+	newer.welcome()
+	newer.join("room")
+	close(late.released)
+	select {
+	case <-late.served:
+	case <-time.After(waitTimeout):
+		t.Fatal("the abandoned stream's handler did not return")
+	}
+	if got := newer.sync(); len(got) != 0 {
+		t.Fatalf("the live stream got %s", describe(got[0]))
+	}
+	pub := ts.open(t, "pub")
+	pub.welcome()
+	pub.join("room")
+	pub.publish("room", "still here")
+	if m := newer.expect(typeData, ""); string(m.Data) != "still here" {
+		t.Fatalf("got %s", describe(m))
+	}
 }
