@@ -318,3 +318,85 @@ func TestCancelledStreamDoesNotReplaceANewerOne(t *testing.T) {
 		t.Fatalf("got %s", describe(m))
 	}
 }
+
+// A membership change the server served but could not queue yet, because
+// the stream's queue was full, is not lost when the stream ends: a join
+// keeps the position it fixed, so the reconnect's restore replays nothing
+// at or before it (SPEC §3), and a leave lets go of the membership.
+func TestChangeWaitingForRoomSurvivesTheStreamsEnd(t *testing.T) {
+	const queue, at = 4, 10
+	for _, tc := range []struct {
+		name   string
+		change *streamsvc.DataMessage
+		served func(ts *testServer) bool
+		check  func(t *testing.T, ts *testServer)
+	}{
+		{"join", joinMsg("room", ptr(uint64(at)), nil),
+			func(ts *testServer) bool { return ts.members("room") == 2 },
+			func(t *testing.T, ts *testServer) {
+				x := ts.open(t, "x")
+				x.welcome()
+				for _, m := range x.sync() {
+					if m.Type == typeData && str(m.SessionID) == "room" && *m.Seq <= at {
+						t.Fatalf("the restore replayed seq %d of room, joined at %d", *m.Seq, at)
+					}
+				}
+			}},
+		{"leave", &streamsvc.DataMessage{Type: typeControl, Action: ptr(actLeave), SessionID: ptr("room")},
+			func(ts *testServer) bool { return !isMember(ts, "x", "room") },
+			func(t *testing.T, ts *testServer) {
+				if n := ts.members("room"); n != 1 {
+					t.Fatalf("room has %d members after x left, want 1", n)
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, Config{QueueSize: queue, SendTimeout: time.Minute, MaxPendingBytes: 1 << 30})
+			pub := ts.open(t, "pub")
+			pub.welcome()
+			pub.join("room")
+			pub.join("big")
+			pub.publishN("room", at)
+			// x does not read, so its sender blocks in a send of big, and
+			// then its queue fills with replies.
+			x := ts.openOn(t, ts.dialSmallWindow(t), "x", false)
+			x.send(joinMsg("big", nil, nil))
+			if tc.name == "leave" {
+				x.send(joinMsg("room", nil, nil))
+			}
+			eventually(t, "x joined", func() bool { return ts.members("big") == 2 })
+			payload := strings.Repeat("x", 16<<10)
+			for range 40 { // far beyond x's 64 KiB window
+				pub.publish("big", payload)
+				pub.expect(typeData, "")
+			}
+			xc := liveConn(ts, "x")
+			for range queue {
+				x.send(&streamsvc.DataMessage{Type: typeHealthCheck})
+			}
+			eventually(t, "x's queue full", func() bool {
+				xc.q.mu.Lock()
+				defer xc.q.mu.Unlock()
+				return len(xc.q.items) == queue
+			})
+			x.send(tc.change)
+			eventually(t, "the change served", func() bool { return tc.served(ts) })
+			x.cancel()
+			ts.gone(t, "x")
+			tc.check(t, ts)
+		})
+	}
+}
+
+// isMember says whether client id has a membership of session.
+func isMember(ts *testServer, id, session string) bool {
+	ts.svc.pool.mu.Lock()
+	cl := ts.svc.pool.clients[id]
+	ts.svc.pool.mu.Unlock()
+	if cl == nil {
+		return false
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.members[session] != nil
+}
