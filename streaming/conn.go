@@ -69,6 +69,9 @@ type conn struct {
 	cursors   []*member // attached members being delivered
 	batch     []outItem
 	unapplied []outItem // taken from the queue but not applied when the sender stopped
+
+	// Owned by the receiver, then by the cleanup once the receiver ended.
+	refused []outItem // membership changes served but not queued: the stream ended first
 }
 
 func newConn(svc *Service, id string, stream streamsvc.StreamDataServerStream, ctx context.Context, peer string, now time.Time) *conn {
@@ -240,12 +243,18 @@ func (c *conn) attach() {
 
 // detach leaves the memberships to be retained, at the positions this
 // stream was actually handed. Called once the sender and receiver ended.
+// The changes the sender did not apply are applied here, in the order the
+// client asked for them: those it took, those still queued, and those the
+// receiver could not queue.
 func (c *conn) detach() {
 	for i := range c.unapplied {
 		c.change(&c.unapplied[i], false)
 	}
 	for _, it := range c.q.take(nil) {
 		c.change(&it, false)
+	}
+	for i := range c.refused {
+		c.change(&c.refused[i], false)
 	}
 	cl := c.client
 	r := c.svc.sessions

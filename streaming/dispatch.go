@@ -52,8 +52,14 @@ func (c *conn) refuse(msg *streamsvc.DataMessage, reason string) {
 
 // reply queues it for the sender, waiting for room: a client that asks
 // faster than it reads the answers is not read from until it catches up.
+// A membership change that the stream's end kept out of the queue was
+// served all the same (join and leave took effect on the client's
+// memberships), so the cleanup applies it: a join keeps the position it
+// fixed, a leave lets go of the member.
 func (c *conn) reply(it outItem) {
-	c.q.push(it, c.closing)
+	if !c.q.push(it, c.closing) && it.op != opNone {
+		c.refused = append(c.refused, it)
+	}
 }
 
 func (c *conn) publish(msg *streamsvc.DataMessage) {

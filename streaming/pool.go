@@ -4,6 +4,8 @@ import (
 	"container/list"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/status"
 )
 
 // client is everything the server knows about one client ID: its live
@@ -42,11 +44,21 @@ func newPool(maxLive, maxRetained int) *pool {
 
 // register makes c the live stream of its client ID. It returns the stream
 // c replaces, if any, which the caller must end.
+//
+// A stream the client cancelled before it got here is refused: a newer
+// stream of the same client may have registered meanwhile (gRPC runs each
+// stream's handler in its own goroutine, in no particular order), and the
+// client's live stream must not be replaced by one it abandoned. On one
+// connection gRPC reads the cancellation before the newer stream's
+// headers, so checking under the lock settles it.
 func (p *pool) register(c *conn) (old *conn, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.draining {
 		return nil, errDraining
+	}
+	if err := c.ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
 	}
 	cl := p.clients[c.id]
 	if cl == nil || cl.live == nil {

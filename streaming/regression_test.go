@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"weak"
@@ -261,4 +262,141 @@ func TestErrorRepliesAreBounded(t *testing.T) {
 	eventually(t, "slow consumer", func() bool { return ts.metrics.disconnected("slow_consumer") == 1 })
 	stuck.cancel()
 	<-sending
+}
+
+// lateOpener holds the first stream it serves back until the client has
+// cancelled it and released is closed, as a busy server may: the stream's
+// handler only gets to run after the client gave up on it and opened a
+// newer one.
+type lateOpener struct {
+	*Service
+	calls    atomic.Int32
+	released chan struct{}
+	served   chan struct{} // closed when the first stream's handler returned
+}
+
+func (l *lateOpener) StreamData(ctx context.Context, p *streamsvc.StreamDataPayload, stream streamsvc.StreamDataServerStream) error {
+	if l.calls.Add(1) > 1 {
+		return l.Service.StreamData(ctx, p, stream)
+	}
+	defer close(l.served)
+	<-ctx.Done()
+	<-l.released
+	return l.Service.StreamData(ctx, p, stream)
+}
+
+// A stream the client cancelled before the server got to it never
+// replaces the newer stream the client opened meanwhile (found by
+// TestModel: the client's live stream got goaway replaced and ended, in
+// favour of one it had abandoned).
+func TestCancelledStreamDoesNotReplaceANewerOne(t *testing.T) {
+	late := &lateOpener{released: make(chan struct{}), served: make(chan struct{})}
+	ts := startServerWrapped(t, Config{}, func(s *Service) streamsvc.Service {
+		late.Service = s
+		return late
+	})
+	abandoned := ts.open(t, "x")
+	eventually(t, "the first stream's handler called", func() bool { return late.calls.Load() == 1 })
+	abandoned.cancel()
+	newer := ts.open(t, "x")
+	newer.welcome()
+	newer.join("room")
+	close(late.released)
+	select {
+	case <-late.served:
+	case <-time.After(waitTimeout):
+		t.Fatal("the abandoned stream's handler did not return")
+	}
+	if got := newer.sync(); len(got) != 0 {
+		t.Fatalf("the live stream got %s", describe(got[0]))
+	}
+	pub := ts.open(t, "pub")
+	pub.welcome()
+	pub.join("room")
+	pub.publish("room", "still here")
+	if m := newer.expect(typeData, ""); string(m.Data) != "still here" {
+		t.Fatalf("got %s", describe(m))
+	}
+}
+
+// A membership change the server served but could not queue yet, because
+// the stream's queue was full, is not lost when the stream ends: a join
+// keeps the position it fixed, so the reconnect's restore replays nothing
+// at or before it (SPEC §3), and a leave lets go of the membership.
+func TestChangeWaitingForRoomSurvivesTheStreamsEnd(t *testing.T) {
+	const queue, at = 4, 10
+	for _, tc := range []struct {
+		name   string
+		change *streamsvc.DataMessage
+		served func(ts *testServer) bool
+		check  func(t *testing.T, ts *testServer)
+	}{
+		{"join", joinMsg("room", ptr(uint64(at)), nil),
+			func(ts *testServer) bool { return ts.members("room") == 2 },
+			func(t *testing.T, ts *testServer) {
+				x := ts.open(t, "x")
+				x.welcome()
+				for _, m := range x.sync() {
+					if m.Type == typeData && str(m.SessionID) == "room" && *m.Seq <= at {
+						t.Fatalf("the restore replayed seq %d of room, joined at %d", *m.Seq, at)
+					}
+				}
+			}},
+		{"leave", &streamsvc.DataMessage{Type: typeControl, Action: ptr(actLeave), SessionID: ptr("room")},
+			func(ts *testServer) bool { return !isMember(ts, "x", "room") },
+			func(t *testing.T, ts *testServer) {
+				if n := ts.members("room"); n != 1 {
+					t.Fatalf("room has %d members after x left, want 1", n)
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, Config{QueueSize: queue, SendTimeout: time.Minute, MaxPendingBytes: 1 << 30})
+			pub := ts.open(t, "pub")
+			pub.welcome()
+			pub.join("room")
+			pub.join("big")
+			pub.publishN("room", at)
+			// x does not read, so its sender blocks in a send of big, and
+			// then its queue fills with replies.
+			x := ts.openOn(t, ts.dialSmallWindow(t), "x", false)
+			x.send(joinMsg("big", nil, nil))
+			if tc.name == "leave" {
+				x.send(joinMsg("room", nil, nil))
+			}
+			eventually(t, "x joined", func() bool { return ts.members("big") == 2 })
+			payload := strings.Repeat("x", 16<<10)
+			for range 40 { // far beyond x's 64 KiB window
+				pub.publish("big", payload)
+				pub.expect(typeData, "")
+			}
+			xc := liveConn(ts, "x")
+			for range queue {
+				x.send(&streamsvc.DataMessage{Type: typeHealthCheck})
+			}
+			eventually(t, "x's queue full", func() bool {
+				xc.q.mu.Lock()
+				defer xc.q.mu.Unlock()
+				return len(xc.q.items) == queue
+			})
+			x.send(tc.change)
+			eventually(t, "the change served", func() bool { return tc.served(ts) })
+			x.cancel()
+			ts.gone(t, "x")
+			tc.check(t, ts)
+		})
+	}
+}
+
+// isMember says whether client id has a membership of session.
+func isMember(ts *testServer, id, session string) bool {
+	ts.svc.pool.mu.Lock()
+	cl := ts.svc.pool.clients[id]
+	ts.svc.pool.mu.Unlock()
+	if cl == nil {
+		return false
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.members[session] != nil
 }
