@@ -22,7 +22,7 @@ func TestEncodedDeliveryIsTheGeneratedEncoding(t *testing.T) {
 	from := newConn(svc, "alice", nil, context.Background(), "", time.Now())
 	for i, msg := range []*streamsvc.DataMessage{
 		{Type: typeData, SessionID: s.name, Data: []byte("hello"), ID: ptr("m1")},
-		{Type: typeData, SessionID: s.name},                // no data, no id
+		{Type: typeData, SessionID: s.name},                 // no data, no id
 		{Type: typeData, SessionID: s.name, Data: []byte{}}, // empty data
 		{Type: typeData, SessionID: s.name, Data: make([]byte, 70000), ID: ptr("big")},
 	} {

@@ -5,6 +5,7 @@
 package streaming
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -338,4 +339,41 @@ func TestReplaysAreNotLiveDeliveries(t *testing.T) {
 		live, replayed, _ := ts.metrics.counts()
 		return live == 52 && replayed == 50 // the publisher's 51 and x's one live delivery
 	})
+}
+
+// The backlog rule, tick by tick: a backlog over the queue size that
+// drains is a burst being read, however long it takes; one that does not
+// go down for a whole send timeout is a client slower than its sessions.
+func TestBacklogRule(t *testing.T) {
+	const queue, timeout = 10, time.Second
+	svc := &Service{cfg: Config{QueueSize: queue, SendTimeout: timeout, HeartbeatInterval: time.Hour,
+		MaxInactivity: time.Hour}.withDefaults(), metrics: nopMetrics{}}
+	start := time.Now()
+	for _, tc := range []struct {
+		name    string
+		pending []int64 // at ticks a quarter of the timeout apart
+		slow    bool
+	}{
+		{"under the queue size", []int64{10, 10, 10, 10, 10, 10, 10}, false},
+		{"a burst that drains", []int64{5000, 4000, 3000, 2500, 2000, 1500, 1000, 500, 100, 11, 5}, false},
+		{"a burst that drains slowly", []int64{5000, 5000, 4999, 4999, 4998, 4998, 4997, 4997, 4996}, false},
+		{"a backlog that stays", []int64{50, 50, 50, 50, 50}, true},
+		{"a backlog that grows", []int64{20, 30, 40, 50, 60}, true},
+		{"drains, then grows", []int64{100, 80, 60, 40, 20, 40, 60, 80, 100, 120}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newConn(svc, "c", nil, context.Background(), "", start)
+			c.serving.Store(true)
+			for i, p := range tc.pending {
+				c.pending.Store(p)
+				svc.check(c, start.Add(time.Duration(i)*timeout/4))
+			}
+			if c.isClosing() != tc.slow {
+				t.Fatalf("ended %v, want %v", c.isClosing(), tc.slow)
+			}
+			if tc.slow && c.reason != reasonSlowConsumer {
+				t.Fatalf("ended %v", c.reason)
+			}
+		})
+	}
 }

@@ -10,12 +10,13 @@ import (
 
 // housekeeping is the housekeeper's view of one connection.
 type housekeeping struct {
-	recv    uint64    // received count at the last change
-	recvAt  time.Time // when the client was last heard from
-	probeAt time.Time // when a health probe was sent; zero if none is out
-	send    uint64    // send counter at the last change
-	sendAt  time.Time // when the sender last started or finished a send
-	overAt  time.Time // since when more than queue-size deliveries are pending; zero if not
+	recv     uint64    // received count at the last change
+	recvAt   time.Time // when the client was last heard from
+	probeAt  time.Time // when a health probe was sent; zero if none is out
+	send     uint64    // send counter at the last change
+	sendAt   time.Time // when the sender last started or finished a send
+	overAt   time.Time // since when more than queue-size deliveries are pending; zero if not
+	overFrom int64     // how many were pending then
 }
 
 // housekeep runs the service's periodic work in one goroutine: heartbeats,
@@ -82,14 +83,19 @@ func (s *Service) check(c *conn, now time.Time) {
 
 	// A slow consumer is one that does not read, not one a burst got ahead
 	// of: a send blocked for the send timeout, or more than queue-size
-	// deliveries pending for all of it. (The byte bound is checked as
-	// deliveries are counted.)
-	switch {
-	case c.pending.Load() <= int64(s.cfg.QueueSize):
+	// deliveries pending for a whole send timeout without the backlog
+	// going down — a client that reads slower than the session's sustained
+	// rate. A backlog that drains is a burst being read, however long it
+	// takes. (The byte bound is checked as deliveries are counted.)
+	switch pending := c.pending.Load(); {
+	case pending <= int64(s.cfg.QueueSize):
 		h.overAt = time.Time{}
 	case h.overAt.IsZero():
-		h.overAt = now
-	case now.Sub(h.overAt) >= s.cfg.SendTimeout:
+		h.overAt, h.overFrom = now, pending
+	case now.Sub(h.overAt) < s.cfg.SendTimeout:
+	case pending < h.overFrom:
+		h.overAt, h.overFrom = now, pending
+	default:
 		c.close(reasonSlowConsumer, nil)
 	}
 	n := c.sends.Load()

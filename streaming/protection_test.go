@@ -41,9 +41,9 @@ func TestSlowConsumerIsDisconnectedWhileOthersGoOn(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"backlog over the queue size", Config{QueueSize: 64, MaxPendingBytes: 1 << 30, SendTimeout: 200 * time.Millisecond}},
+		{"backlog over the queue size", Config{QueueSize: 64, MaxPendingBytes: 1 << 30, SendTimeout: 500 * time.Millisecond}},
 		{"pending bytes", Config{QueueSize: 100000, MaxPendingBytes: 256 << 10, SendTimeout: time.Hour}},
-		{"send timeout", Config{QueueSize: 100000, MaxPendingBytes: 1 << 30, SendTimeout: 100 * time.Millisecond}},
+		{"send timeout", Config{QueueSize: 100000, MaxPendingBytes: 1 << 30, SendTimeout: 500 * time.Millisecond}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := startServer(t, tc.cfg)
