@@ -37,10 +37,10 @@ func TestCut(t *testing.T) {
 		p.Cut()
 		publishAll(t, pub, "room", ids("m", i*per+per/2, (i+1)*per))
 		eventually(t, "the subscriber reconnected", func() bool { return sub.Stats().Connects > connects }, nil)
-		eventually(t, fmt.Sprintf("rejoin %d", i+1), func() bool {
-			return events.count(isJoined("room", func(j *Joined) bool { return j.Rejoin })) >= i+1
-		}, func() string { return describeEvents(events.all()) })
-		resumes = append(resumes, time.Since(cutAt))
+		rejoin := isJoined("room", func(j *Joined) bool { return j.Rejoin })
+		eventually(t, fmt.Sprintf("rejoin %d", i+1), func() bool { return events.count(rejoin) >= i+1 },
+			func() string { return describeEvents(events.all()) })
+		resumes = append(resumes, events.at(i+1, rejoin).Sub(cutAt))
 	}
 	checkExactlyOnce(t, events.waitMessages(t, "room", cuts*per), ids("m", 0, cuts*per))
 	for _, ev := range events.all() {
@@ -152,7 +152,6 @@ func TestServerRestart(t *testing.T) {
 	publishAll(t, pub, "room", ids("m", 0, 5))
 	events.waitMessages(t, "room", 5)
 
-	killedAt := time.Now()
 	ts.kill()
 	// Published while no server runs: held until the rejoin.
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -162,6 +161,7 @@ func TestServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts.start()
+	startedAt := time.Now()
 	if _, err := during.Wait(ctx); err != nil {
 		t.Fatalf("publication made while the server was down: %v", err)
 	}
@@ -178,7 +178,7 @@ func TestServerRestart(t *testing.T) {
 		t.Errorf("first message after the restart: seq %d epoch %s, want seq 1 of %s", m.Seq, m.Epoch, rejoin.Epoch)
 	}
 	pubEvents.waitFor(t, "the publisher's rejoin", isJoined("room", func(j *Joined) bool { return j.Rejoin && !j.Recovered }))
-	t.Logf("kill → subscriber saw every message again: %v", time.Since(killedAt))
+	t.Logf("new server listening → subscriber rejoined: %v", events.at(1, isJoined("room", func(j *Joined) bool { return j.Rejoin })).Sub(startedAt))
 }
 
 // TestDrain shuts the server down gracefully while a new server answers
@@ -202,7 +202,7 @@ func TestDrain(t *testing.T) {
 	events.waitFor(t, "reconnected", func(ev Event) bool {
 		return isState(StateConnected)(ev) && c.Stats().Connects == 2
 	})
-	t.Logf("drain → reconnected: %v", time.Since(drainedAt))
+	t.Logf("drain started → connected to the new server: %v", events.at(2, isState(StateConnected)).Sub(drainedAt))
 	rejoin := events.waitFor(t, "the rejoin", isJoined("room", func(j *Joined) bool { return j.Rejoin })).(*Joined)
 	if rejoin.Recovered || rejoin.Epoch == first.Epoch {
 		t.Errorf("rejoin on another server = %+v, want Recovered false and a new epoch", *rejoin)

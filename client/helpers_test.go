@@ -162,8 +162,9 @@ func dial(t testing.TB, addr string, opts ...Option) *Client {
 
 // recorder reads a client's events into a list until the client closes.
 type recorder struct {
-	mu     sync.Mutex // guards events
+	mu     sync.Mutex // guards events and times
 	events []Event
+	times  []time.Time   // when each event was read
 	done   chan struct{} // closed when Events is closed
 }
 
@@ -177,6 +178,7 @@ func record(t testing.TB, c *Client) *recorder {
 		for ev := range c.Events() {
 			r.mu.Lock()
 			r.events = append(r.events, ev)
+			r.times = append(r.times, time.Now())
 			r.mu.Unlock()
 		}
 	}()
@@ -208,6 +210,21 @@ func (r *recorder) waitFor(t testing.TB, what string, match func(Event) bool) Ev
 		return false
 	}, func() string { return describeEvents(r.all()) })
 	return found
+}
+
+// at returns when the n-th event (from 1) that matches was read, or the
+// zero time.
+func (r *recorder) at(n int, match func(Event) bool) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, ev := range r.events {
+		if match(ev) {
+			if n--; n == 0 {
+				return r.times[i]
+			}
+		}
+	}
+	return time.Time{}
 }
 
 // count is the number of events that match.
