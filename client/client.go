@@ -65,7 +65,9 @@ type Client struct {
 
 	// mu guards the fields below and the state of every session, call,
 	// publication and stream (the fields marked so). It is never held
-	// while sending on a channel that can block or on the network.
+	// while sending on a channel that can block or on the network. Lock
+	// order: a stream's sendQueue.mu may be taken while holding mu, never
+	// the other way round; nothing else is locked under mu.
 	mu       sync.Mutex
 	clientID string                 // the identity the server last welcomed us with
 	sessions map[string]*membership // what the user joined, by name
