@@ -367,7 +367,9 @@ func (c *Client) Position(session string) (seq uint64, epoch string, ok bool) {
 //
 // If ctx ends first, Publish returns ctx's error but the publication goes
 // on (it may still be delivered, once); PublishAsync lets the caller keep
-// waiting. A publication the server refuses returns a *ServerError.
+// waiting. A publication the server refuses returns a *ServerError. The
+// client keeps data until the publication is done, since it may send it
+// again: do not modify it meanwhile.
 func (c *Client) Publish(ctx context.Context, session, id string, data []byte) (uint64, error) {
 	p, err := c.PublishAsync(ctx, session, id, data)
 	if err != nil {

@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/streamhub/streamhub/streaming"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestPublishAndReceive checks the common path: a subscriber joins, a
@@ -255,5 +258,48 @@ func TestDialGivesUp(t *testing.T) {
 	_, err := Dial(ctx, addr, fastBackoff)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Dial: %v, want the deadline", err)
+	}
+}
+
+// TestTokens checks JWT authentication: a refused token closes the client
+// (retrying cannot help), while a token function is asked again for each
+// attempt, so a fresh token gets through.
+func TestTokens(t *testing.T) {
+	secret := []byte("a test secret of at least 32 bytes!!")
+	auth, err := streaming.NewJWTSecret(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServerWith(t, streaming.Config{}, streaming.WithAuthenticator(auth))
+	token := func(sub string, exp time.Time) string {
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": sub, "exp": exp.Unix()}).SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+
+	_, err = Dial(ctx, ts.addr, fastBackoff, WithToken(token("alice", time.Now().Add(-time.Hour))))
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("Dial with an expired token: %v, want UNAUTHENTICATED at once", err)
+	}
+
+	calls := 0
+	c, err := Dial(ctx, ts.addr, fastBackoff, WithTokenFunc(func(context.Context) (string, error) {
+		calls++ // Dial's attempts are sequential
+		if calls == 1 {
+			return token("bob", time.Now().Add(-time.Hour)), nil
+		}
+		return token("bob", time.Now().Add(time.Hour)), nil
+	}))
+	if err != nil {
+		t.Fatalf("Dial with a token function: %v", err)
+	}
+	defer c.Close()
+	record(t, c)
+	if c.ClientID() != "bob" || calls != 2 {
+		t.Errorf("client %q after %d tokens, want bob after 2", c.ClientID(), calls)
 	}
 }

@@ -27,10 +27,11 @@ const waitTimeout = 20 * time.Second
 // loopback address, which can be killed and started again on the same
 // address, as a crashed and restarted server would be.
 type testServer struct {
-	t    testing.TB
-	cfg  streaming.Config
-	wrap func(*streaming.Service) streamsvc.Service // nil: serve the service as is
-	addr string
+	t       testing.TB
+	cfg     streaming.Config
+	svcOpts []streaming.Option
+	wrap    func(*streaming.Service) streamsvc.Service // nil: serve the service as is
+	addr    string
 
 	mu     sync.Mutex // guards the fields below
 	svc    *streaming.Service
@@ -47,7 +48,18 @@ func startServer(t testing.TB, cfg streaming.Config) *testServer {
 // startServerWrapped serves the service as wrap makes it appear.
 func startServerWrapped(t testing.TB, cfg streaming.Config, wrap func(*streaming.Service) streamsvc.Service) *testServer {
 	t.Helper()
-	ts := &testServer{t: t, cfg: cfg, wrap: wrap, addr: "127.0.0.1:0"}
+	return startServerFull(t, &testServer{t: t, cfg: cfg, wrap: wrap})
+}
+
+// startServerWith serves a service with options.
+func startServerWith(t testing.TB, cfg streaming.Config, opts ...streaming.Option) *testServer {
+	t.Helper()
+	return startServerFull(t, &testServer{t: t, cfg: cfg, svcOpts: opts})
+}
+
+func startServerFull(t testing.TB, ts *testServer) *testServer {
+	t.Helper()
+	ts.addr = "127.0.0.1:0"
 	ts.start()
 	t.Cleanup(ts.kill)
 	return ts
@@ -70,7 +82,7 @@ func (ts *testServer) start() {
 		}
 		time.Sleep(10 * time.Millisecond) // polling for the port to be free
 	}
-	svc := streaming.New(ts.cfg)
+	svc := streaming.New(ts.cfg, ts.svcOpts...)
 	var served streamsvc.Service = svc
 	if ts.wrap != nil {
 		served = ts.wrap(svc)
