@@ -293,10 +293,15 @@ func TestE2ETextMode(t *testing.T) {
 	if !strings.Contains(out, "[lobby] alice: hello\n") {
 		t.Errorf("stdout does not show the delivery as text:\n%s", out)
 	}
-	// Other messages stay JSON lines: the joined is there, from the join
-	// text mode sent without being asked.
-	if !strings.Contains(out, `"action":"joined"`) {
-		t.Errorf("stdout has no joined:\n%s", out)
+	// The server's other messages read as sentences: the welcome, and the
+	// joined of the join text mode sent without being asked.
+	for _, want := range []string{"connected as alice\n", "joined lobby at seq 0\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout has no %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "{") {
+		t.Errorf("stdout has JSON in text mode:\n%s", out)
 	}
 	if s := alice.stderr.String(); s != "" {
 		t.Errorf("stderr = %q, want nothing", s)

@@ -57,6 +57,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	defer cmd.conn.Close()
 	out := &output{prog: prog, stdout: stdout, stderr: stderr}
+	if cmd.cfg.reconnect {
+		return runReconnect(ctx, cmd, stdin, out)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -102,6 +105,9 @@ type config struct {
 	timeout time.Duration // longest wait for the stream to open; never a stream deadline
 	session string        // text mode's session, "" for scripted mode
 	verbose bool
+	// reconnect drives the stream with the client package, which survives
+	// faults, instead of the bare generated stream.
+	reconnect bool
 }
 
 // command is a parsed command line, ready to run.
@@ -188,11 +194,12 @@ func parseCommand(args []string, stdout, stderr io.Writer) (*command, int) {
 
 // globalFlags are the flags before SERVICE ENDPOINT.
 type globalFlags struct {
-	url     string
-	timeout timeoutValue
-	session string
-	verbose bool
-	version bool
+	url       string
+	timeout   timeoutValue
+	session   string
+	verbose   bool
+	version   bool
+	reconnect bool
 
 	tls           bool
 	tlsCA         string
@@ -213,6 +220,7 @@ func newGlobalFlags(prog string, stderr io.Writer) (*flag.FlagSet, *globalFlags)
 	fs.BoolVar(&g.verbose, "verbose", false, "echo sent messages on stderr")
 	fs.BoolVar(&g.verbose, "v", false, "echo sent messages on stderr")
 	fs.BoolVar(&g.version, "version", false, "print the build's version, VCS revision and time, and Go version, then exit")
+	fs.BoolVar(&g.reconnect, "reconnect", false, "survive faults: reconnect, rejoin where left off, print each message once")
 	fs.BoolVar(&g.tls, "tls", false, "connect over TLS, trusting the system's CA certificates")
 	fs.StringVar(&g.tlsCA, "tls-ca", "", "trust the CA certificates in this PEM `file` instead of the system's (implies -tls)")
 	fs.StringVar(&g.tlsCert, "tls-cert", "", "client certificate PEM `file` for mutual TLS, with -tls-key (implies -tls)")
@@ -248,7 +256,7 @@ func (g *globalFlags) config() (config, error) {
 	if g.session != "" && !identifierRE.MatchString(g.session) {
 		return config{}, fmt.Errorf("invalid -session %q: want 1-128 characters of A-Z a-z 0-9 . _ : -", g.session)
 	}
-	return config{target: target, tls: sec, timeout: time.Duration(g.timeout), session: g.session, verbose: g.verbose}, nil
+	return config{target: target, tls: sec, timeout: time.Duration(g.timeout), session: g.session, verbose: g.verbose, reconnect: g.reconnect}, nil
 }
 
 // timeoutValue is the -timeout flag: a Go duration ("10s"), or a bare number
@@ -278,7 +286,7 @@ func usage(w io.Writer, prog string) {
 	fmt.Fprintf(w, `%[1]s is a command line client for the streamhub API.
 
 Usage:
-    %[1]s [-url URL] [-timeout DURATION] [-session NAME] [-verbose|-v]
+    %[1]s [-url URL] [-timeout DURATION] [-session NAME] [-reconnect] [-verbose|-v]
         [-tls] [-tls-ca FILE] [-tls-cert FILE -tls-key FILE] [-tls-server-name NAME]
         SERVICE ENDPOINT [flags]
     %[1]s -version
@@ -288,6 +296,7 @@ Usage:
     -timeout DURATION: longest wait for the stream to open, e.g. 10s, or seconds (10s);
                        the stream itself has no deadline
     -session NAME:     text mode, see below
+    -reconnect:        survive faults, see below
     -verbose|-v:       echo sent messages on stderr (false)
     -version:          print the build's version, VCS revision and time, and
                        Go version, then exit
@@ -322,12 +331,31 @@ Scripted mode (the default):
 Text mode (-session NAME):
     Joins NAME, then sends each plain line as a data message to it; a line
     starting with "{" is still a JSON message. Deliveries print as
-    "[session] client: text", other messages as JSON lines.
+    "[session] client: text", the server's other messages as sentences
+    ("connected as alice", "joined lobby at seq 3"), heartbeats not at all.
+
+Surviving faults (-reconnect):
+    The stream is driven by StreamHub's Go client: when it breaks (network,
+    server restart or drain) the CLI reconnects with backoff, rejoins every
+    session from the last seq it printed, and prints each message exactly
+    once, in seq order; a message lost on the way (history evicted, or a
+    restarted server without it) shows as "recovered":false on the joined
+    line. Input lines become the client's calls: data publishes (sent again
+    after a reconnect unless the server had it; "id" defaults to a random
+    one), join (with "seq" and "epoch" to replay), leave, pause, resume;
+    heartbeats and health checks are the client's business and skipped.
+    Output is the messages, joined and error lines, and a welcome line per
+    connection; state changes go to stderr ("reconnecting: ...",
+    "reconnected"), or in text mode to stdout ("reconnecting… (...)",
+    "reconnected as alice"). End of input waits for the publications to be
+    delivered back, then exits 0; another stream with the same client ID,
+    or a refused token, ends the CLI with status 1.
 
 Examples:
     echo '{"type":"control","action":"join","session_id":"lobby"}' | %[1]s stream-service stream-data --client-id alice
     echo '{"type":"data","session_id":"lobby","data":"aGVsbG8="}' | %[1]s stream-service stream-data --client-id bob
     %[1]s -session lobby stream-service stream-data --client-id carol
+    %[1]s -reconnect stream-service stream-data --client-id dave < script.jsonl
     %[1]s -url grpcs://hub.example.com:50051 -tls-ca ca.pem stream-service stream-data --token "$JWT"
     %[1]s -url 10.0.0.7:50051 -tls-ca ca.pem -tls-cert me.pem -tls-key me-key.pem -tls-server-name hub.example.com stream-service stream-data
     ... | %[1]s stream-service stream-data | jq -r 'select(.type == "data") | .data | @base64d'

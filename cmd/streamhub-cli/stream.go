@@ -7,11 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 )
@@ -184,16 +181,19 @@ func (d *driver) receive() error {
 			d.out.errorf("received a message that cannot be printed: %v; skipped", err)
 			continue
 		}
+		if line == nil {
+			continue // nothing to show in text mode
+		}
 		if err := d.out.print(line); err != nil {
 			return fmt.Errorf("%w: %w", errOutput, err)
 		}
 	}
 }
 
-// format renders a received message as an output line.
+// format renders a received message as an output line, or nil for none.
 func (d *driver) format(m *streamsvc.DataMessage) ([]byte, error) {
-	if d.session != "" && m.Type == "data" {
-		return textLine(m), nil
+	if d.session != "" {
+		return textMessage(m)
 	}
 	return encodeMessage(m)
 }
@@ -216,27 +216,6 @@ func parseLine(line []byte, session string, now time.Time) (*streamsvc.DataMessa
 		Data:      line,
 		Timestamp: ptr(now.UnixMilli()), // the sender's clock, per the wire contract
 	}, nil
-}
-
-// textLine renders a delivery for text mode as "[session] client: text".
-func textLine(m *streamsvc.DataMessage) []byte {
-	return fmt.Appendf(nil, "[%s] %s: %s\n", deref(m.SessionID), deref(m.ClientID), printable(m.Data))
-}
-
-// printable returns data as text when it is readable as such, and quoted
-// otherwise, so binary payloads or embedded newlines cannot garble the
-// terminal or break the one-line-per-message output.
-func printable(data []byte) string {
-	s := string(data)
-	if !utf8.ValidString(s) {
-		return strconv.Quote(s)
-	}
-	for _, r := range s {
-		if r != '\t' && !unicode.IsPrint(r) {
-			return strconv.Quote(s)
-		}
-	}
-	return s
 }
 
 // output serializes the CLI's writes: the sender reports bad lines on stderr

@@ -262,7 +262,7 @@ func TestDriveText(t *testing.T) {
 	if err := receive(t, res, "drive to return"); !errors.Is(err, io.EOF) {
 		t.Fatalf("drive = %v, want io.EOF", err)
 	}
-	wantOut := `{"type":"control","session_id":"lobby","seq":0,"action":"joined"}` + "\n" +
+	wantOut := "joined lobby at seq 0\n" +
 		"[lobby] bob: hi alice\n"
 	if got := stdout.String(); got != wantOut {
 		t.Errorf("stdout =\n%s\nwant\n%s", got, wantOut)

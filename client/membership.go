@@ -1,0 +1,412 @@
+package client
+
+import (
+	"slices"
+	"strconv"
+	"time"
+
+	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
+)
+
+// membership is what the client knows of one session its user joined. All of
+// it is guarded by Client.mu.
+//
+// The position (epoch, last) is what the user was handed: the client
+// rejoins from it on every new stream. While a join of the session is in
+// flight on the current stream, the server may still be sending from an
+// older position (a membership it restored by itself, or the previous
+// join's cursor): only the very next seq is taken then, and the rest comes
+// again in the replay that follows the join's answer. Once every join is
+// answered, any seq after the position is taken, since the server only
+// skips ahead when its answer said Recovered: false.
+type membership struct {
+	name string
+
+	epoch      string // "" until the first joined, or as given to From
+	last       uint64 // last seq handed to the user
+	hasPos     bool   // last means something: joins ask to replay from it
+	joinedOnce bool   // a joined was received: later ones are rejoins
+	paused     bool
+
+	joining  int    // joins in flight on the current stream
+	synced   bool   // the current stream answered its joins
+	replayTo uint64 // the session's last seq when the latest join was served: the replay ends there
+	ready    bool   // synced and replayed: publications may go out
+
+	waiters []*call        // Join and Resume calls waiting for the next joined
+	pubs    []*Publication // waiting for their delivery, in publication order
+}
+
+// pub returns the publication in flight with id, or nil.
+func (st *membership) pub(id string) *Publication {
+	for _, p := range st.pubs {
+		if p.id == id {
+			return p
+		}
+	}
+	return nil
+}
+
+// takePub removes and returns the publication in flight with id, or nil.
+func (st *membership) takePub(id string) *Publication {
+	for i, p := range st.pubs {
+		if p.id == id {
+			st.pubs = slices.Delete(st.pubs, i, i+1)
+			return p
+		}
+	}
+	return nil
+}
+
+// opKind is a request the client sent that the server answers.
+type opKind uint8
+
+const (
+	opJoin  opKind = iota + 1 // answered by joined
+	opPause                   // answered by paused
+	opLeave                   // answered by left
+)
+
+// op is a request in flight on one stream. The server answers the
+// requests about one session in the order it received them, so each
+// session's ops form a queue; an error answer names the op by its ID.
+type op struct {
+	kind   opKind
+	id     string
+	calls  []*call // user calls waiting for the answer
+	rejoin bool    // a join the client made by itself after a reconnect
+	resume bool    // a join that answers Resume
+	silent bool    // the client's own business: no event for its answer
+}
+
+// answers says whether a reply with action answers this op.
+func (o *op) answers(action string) bool {
+	switch o.kind {
+	case opJoin:
+		return action == "joined"
+	case opPause:
+		return action == "paused"
+	case opLeave:
+		return action == "left"
+	}
+	return false
+}
+
+func (o *op) resolve(j Joined, err error) {
+	for _, cl := range o.calls {
+		cl.resolve(j, err)
+	}
+	o.calls = nil
+}
+
+// sendControl sends a control action about session on s and records the
+// op that waits for its answer. Called with c.mu held.
+func (c *Client) sendControl(s *stream, action, session string, o *op) {
+	c.send(s, &streamsvc.DataMessage{Type: "control", Action: &action, SessionID: &session}, session, o)
+}
+
+// send queues msg, a request about session, with a fresh ID, and records
+// the op that waits for its answer. Called with c.mu held.
+func (c *Client) send(s *stream, msg *streamsvc.DataMessage, session string, o *op) {
+	c.nextOp++
+	o.id = "_c." + strconv.FormatUint(c.nextOp, 36)
+	msg.ID = &o.id
+	s.ops[session] = append(s.ops[session], o)
+	s.out.push(msg)
+}
+
+// sendJoin joins st on s at its position (live without one). Called with
+// c.mu held.
+func (c *Client) sendJoin(s *stream, st *membership, o *op) {
+	o.kind = opJoin
+	action, session := "join", st.name
+	msg := &streamsvc.DataMessage{Type: "control", Action: &action, SessionID: &session}
+	if st.hasPos {
+		seq := st.last
+		msg.Seq = &seq
+		if st.epoch != "" {
+			epoch := st.epoch
+			msg.Epoch = &epoch
+		}
+	}
+	c.send(s, msg, session, o)
+	st.joining++
+	st.synced, st.ready = false, false
+}
+
+// sendPub sends p on s. Called with c.mu held.
+func (c *Client) sendPub(s *stream, p *Publication) {
+	if p.sent {
+		c.stats.Resent++
+	}
+	p.sent, p.sentOn = true, s
+	ts := time.Now().UnixMilli()
+	s.out.push(&streamsvc.DataMessage{Type: "data", SessionID: &p.session, ID: &p.id, Data: p.data, Timestamp: &ts})
+}
+
+// finishPub ends p with its seq or its failure. Called with c.mu held,
+// once p is no longer in its session's list.
+func (c *Client) finishPub(p *Publication, seq uint64, err error) {
+	p.seq, p.err = seq, err
+	close(p.done)
+	<-c.slots
+}
+
+// dropSession forgets st, failing what waits on it with err. Called with
+// c.mu held.
+func (c *Client) dropSession(st *membership, err error) {
+	delete(c.sessions, st.name)
+	for _, p := range st.pubs {
+		c.finishPub(p, 0, err)
+	}
+	st.pubs = nil
+	for _, cl := range st.waiters {
+		cl.resolve(Joined{}, err)
+	}
+	st.waiters = nil
+}
+
+// checkReady sends st's held publications once st is rejoined on s and
+// its replay is done, so that a publication accepted before a reconnect
+// is found in the replay instead of being sent again. Called with c.mu
+// held.
+func (c *Client) checkReady(s *stream, st *membership) {
+	if st.ready || !st.synced || st.paused || st.joining > 0 || st.last < st.replayTo {
+		return
+	}
+	st.ready = true
+	for _, p := range st.pubs {
+		if p.sentOn != s {
+			c.sendPub(s, p)
+		}
+	}
+}
+
+// handle applies one message from the server and appends the events it
+// makes for the user to evs.
+func (c *Client) handle(s *stream, m *streamsvc.DataMessage, evs []Event) []Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch m.Type {
+	case "data":
+		return c.onData(s, m, evs)
+	case "health_check":
+		if s.welcomed && !s.fenced {
+			// The answer to the health_check sent after the welcome:
+			// what came before it was the server restoring memberships
+			// by itself; what follows answers the client's requests.
+			s.fenced = true
+			return evs
+		}
+		s.out.push(&streamsvc.DataMessage{Type: "heartbeat"}) // a probe: any message answers it
+	case "control":
+		switch action := deref(m.Action); action {
+		case "welcome":
+			return c.onWelcome(s, m, evs)
+		case "goaway":
+			s.goaway = deref(m.Reason)
+		case "joined", "paused", "left", "resumed", "error":
+			if !s.fenced {
+				c.onRestore(s, m)
+				return evs
+			}
+			if action == "error" {
+				return c.onError(s, m, evs)
+			}
+			return c.onReply(s, action, m, evs)
+		}
+	}
+	return evs
+}
+
+// onWelcome makes s the client's stream and rejoins every session on it:
+// a health_check first, whose answer tells the server's own restores from
+// the answers to these joins, then a join at each session's position (a
+// pause for paused ones, in case the server restores them).
+func (c *Client) onWelcome(s *stream, m *streamsvc.DataMessage, evs []Event) []Event {
+	if s.welcomed {
+		return evs
+	}
+	s.welcomed, s.welcomedAt = true, time.Now()
+	if id := deref(m.ClientID); id != "" {
+		c.clientID = id
+	}
+	c.cur = s
+	c.stats.Connects++
+	s.out.push(&streamsvc.DataMessage{Type: "health_check"})
+	for _, st := range c.sessions {
+		if st.paused {
+			c.sendControl(s, "pause", st.name, &op{kind: opPause, silent: true})
+			continue
+		}
+		o := &op{rejoin: st.joinedOnce, calls: st.waiters}
+		st.waiters = nil
+		c.sendJoin(s, st, o)
+	}
+	return append(evs, &StateChange{State: StateConnected, ClientID: c.clientID})
+}
+
+// onRestore handles what the server sends before the fence: memberships it
+// restored by itself. The client's own joins follow and decide; a
+// membership the user left meanwhile is left now.
+func (c *Client) onRestore(s *stream, m *streamsvc.DataMessage) {
+	name := deref(m.SessionID)
+	if deref(m.Action) != "joined" || name == "" {
+		return
+	}
+	if _, ok := c.sessions[name]; !ok {
+		c.sendControl(s, "leave", name, &op{kind: opLeave, silent: true})
+	}
+}
+
+// onReply handles the answer to a request.
+func (c *Client) onReply(s *stream, action string, m *streamsvc.DataMessage, evs []Event) []Event {
+	name := deref(m.SessionID)
+	var o *op
+	if q := s.ops[name]; len(q) > 0 && q[0].answers(action) {
+		o = q[0]
+		s.ops[name] = q[1:]
+		if len(s.ops[name]) == 0 {
+			delete(s.ops, name)
+		}
+	}
+	if action != "joined" {
+		if o != nil {
+			o.resolve(Joined{}, nil)
+		}
+		return evs
+	}
+	st := c.sessions[name]
+	if o == nil {
+		// Nobody asked for it on this stream: a restore the server sent
+		// late. A session still joined is being rejoined anyway.
+		if st == nil {
+			c.sendControl(s, "leave", name, &op{kind: opLeave, silent: true})
+		}
+		return evs
+	}
+	if st == nil {
+		o.resolve(Joined{}, ErrNotJoined) // left meanwhile; its leave follows
+		return evs
+	}
+	st.joining--
+	j := Joined{
+		Session:   name,
+		Seq:       deref(m.Seq),
+		Epoch:     deref(m.Epoch),
+		Recovered: deref(m.Recovered),
+		Rejoin:    o.rejoin,
+		Resume:    o.resume,
+	}
+	if st.hasPos && st.epoch != "" && j.Epoch != st.epoch {
+		// A new epoch: what came after the position in the old one is
+		// gone, and everything of the new one is new to the user, so the
+		// client goes on from its start.
+		j.Recovered = false
+		st.epoch, st.last = j.Epoch, 0
+		c.sendJoin(s, st, &op{silent: true})
+	} else {
+		st.epoch = j.Epoch
+		if !st.hasPos {
+			st.last, st.hasPos = j.Seq, true
+		}
+		st.replayTo = j.Seq
+		st.synced = st.joining == 0
+	}
+	st.joinedOnce = true
+	o.resolve(j, nil)
+	for _, cl := range st.waiters {
+		cl.resolve(j, nil)
+	}
+	st.waiters = nil
+	if !o.silent {
+		evs = append(evs, &j)
+	}
+	c.checkReady(s, st)
+	return evs
+}
+
+// onError handles a refusal: of a request (a join refused drops the
+// session), of a publication, or of a message the server could not read.
+func (c *Client) onError(s *stream, m *streamsvc.DataMessage, evs []Event) []Event {
+	name, id := deref(m.SessionID), deref(m.ID)
+	se := &ServerError{Session: name, ID: id, Reason: deref(m.Reason)}
+	if name == "" || id == "" {
+		return append(evs, se)
+	}
+	if q := s.ops[name]; len(q) > 0 {
+		if i := slices.IndexFunc(q, func(o *op) bool { return o.id == id }); i >= 0 {
+			o := q[i]
+			s.ops[name] = slices.Delete(q, i, i+1)
+			if len(s.ops[name]) == 0 {
+				delete(s.ops, name)
+			}
+			o.resolve(Joined{}, se)
+			if o.kind == opJoin {
+				if st := c.sessions[name]; st != nil {
+					c.dropSession(st, se)
+				}
+			}
+			if o.silent && o.kind != opJoin {
+				return evs
+			}
+			return append(evs, se)
+		}
+	}
+	if st := c.sessions[name]; st != nil {
+		if p := st.takePub(id); p != nil {
+			c.finishPub(p, 0, se)
+		}
+	}
+	return append(evs, se)
+}
+
+// onData hands a delivery to the user unless it was handed over already
+// or a replay will bring it in order.
+func (c *Client) onData(s *stream, m *streamsvc.DataMessage, evs []Event) []Event {
+	st := c.sessions[deref(m.SessionID)]
+	if st == nil || st.paused || m.Seq == nil {
+		return evs
+	}
+	epoch, seq := deref(m.Epoch), *m.Seq
+	switch {
+	case st.epoch == "" || epoch != st.epoch:
+		return evs // of a position the client did not ask for
+	case seq <= st.last:
+		c.stats.Duplicates++
+		return evs
+	case st.joining > 0 && seq != st.last+1:
+		return evs // the replay after the join brings it in order
+	}
+	st.last = seq
+	msg := &Message{
+		Session: st.name,
+		Seq:     seq,
+		Epoch:   epoch,
+		Sender:  deref(m.ClientID),
+		ID:      deref(m.ID),
+		Data:    m.Data,
+	}
+	if m.Timestamp != nil {
+		msg.Time = time.UnixMilli(*m.Timestamp)
+	}
+	if msg.Sender == c.clientID && msg.ID != "" {
+		if p := st.takePub(msg.ID); p != nil {
+			if p.sentOn != s {
+				c.stats.FoundInReplay++
+			}
+			c.finishPub(p, seq, nil)
+		}
+	}
+	evs = append(evs, msg)
+	c.checkReady(s, st)
+	return evs
+}
+
+func deref[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
+}
