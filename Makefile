@@ -10,7 +10,7 @@ BIN    := $(CURDIR)/bin
 # goa gen finds protoc's Go plugins on PATH: the pinned ones in ./bin come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all tools gen check-gen build run test lint bench vulncheck image screenshot
+.PHONY: all tools gen check-gen build run test lint bench vulncheck image screenshot cluster
 
 # govulncheck and the Go vulnerability database it reads, pinned. No online
 # database is reachable from CI, so the database is built from the
@@ -52,6 +52,11 @@ test:
 	$(GO) test -race -timeout 5m ./...
 	@if command -v protoc >/dev/null 2>&1; then $(MAKE) --no-print-directory check-gen; \
 	else echo "protoc not found: check-gen skipped"; fi
+
+## cluster: Redis and three instances sharing sessions, as plain processes on this machine
+## (needs redis-server; deploy/cluster.sh says more). Ctrl-C stops them all.
+cluster: build
+	./deploy/cluster.sh
 
 ## image: the server's container image, built without Docker, as an OCI image layout
 ## tarball (bin/streamhub-image.tar: docker load -i, podman load -i, skopeo copy oci-archive:...).
