@@ -5,6 +5,7 @@ package telemetry
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -44,7 +45,10 @@ var disconnectReasons = []string{"slow_consumer", "inactive", "replaced", "shutd
 type Metrics struct {
 	ctx context.Context // instruments record without request context
 
-	received, sent, bytesReceived, bytesSent metric.Int64Counter
+	// The per-message counts are plain atomics, read by the collection:
+	// an instrument's Add costs several times an atomic add, on every
+	// message.
+	received, sent, bytesReceived, bytesSent atomic.Int64
 	sendErrors, receiveErrors, waits         metric.Int64Counter
 	replayed, evictions, historyEvictions    metric.Int64Counter
 	disconnects                              metric.Int64Counter
@@ -76,10 +80,6 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 		c, err = meter.Int64Counter(name, metric.WithDescription(desc))
 		return c
 	}
-	m.received = counter(MessagesReceived, "Messages read from clients.")
-	m.sent = counter(MessagesSent, "Messages written to clients: deliveries, controls, heartbeats.")
-	m.bytesReceived = counter(BytesReceived, "Encoded bytes of the messages read from clients.")
-	m.bytesSent = counter(BytesSent, "Encoded bytes of the messages written to clients.")
 	m.sendErrors = counter(SendErrors, "Failed sends.")
 	m.receiveErrors = counter(ReceiveErrors, "Failed receives.")
 	m.disconnects = counter(Disconnects, "Streams ended by the server, by reason.")
@@ -106,7 +106,7 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 	}
 	// Rate-limit waits are counted by transport: each Transport view starts
 	// its own series.
-	for _, c := range []metric.Int64Counter{m.received, m.sent, m.bytesReceived, m.bytesSent, m.sendErrors, m.receiveErrors, m.replayed, m.evictions, m.historyEvictions} {
+	for _, c := range []metric.Int64Counter{m.sendErrors, m.receiveErrors, m.replayed, m.evictions, m.historyEvictions} {
 		c.Add(m.ctx, 0)
 	}
 	for c := range m.codeAttrs {
@@ -131,6 +131,29 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	perMessage := []struct {
+		name, desc string
+		v          *atomic.Int64
+	}{
+		{MessagesReceived, "Messages read from clients.", &m.received},
+		{MessagesSent, "Messages written to clients: deliveries, controls, heartbeats.", &m.sent},
+		{BytesReceived, "Encoded bytes of the messages read from clients.", &m.bytesReceived},
+		{BytesSent, "Encoded bytes of the messages written to clients.", &m.bytesSent},
+	}
+	counts := make([]metric.Observable, len(perMessage))
+	for i, c := range perMessage {
+		if counts[i], err = meter.Int64ObservableCounter(c.name, metric.WithDescription(c.desc)); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for i, c := range perMessage {
+			o.ObserveInt64(counts[i].(metric.Int64Observable), c.v.Load())
+		}
+		return nil
+	}, counts...); err != nil {
+		return nil, err
+	}
 	if _, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		v := gauges()
 		o.ObserveInt64(conns, int64(v.Connections))
@@ -146,14 +169,14 @@ func New(mp metric.MeterProvider, gauges Gauges) (*Metrics, error) {
 
 // MessageReceived counts a message read from a client and its encoded size.
 func (m *Metrics) MessageReceived(bytes int) {
-	m.received.Add(m.ctx, 1)
-	m.bytesReceived.Add(m.ctx, int64(bytes))
+	m.received.Add(1)
+	m.bytesReceived.Add(int64(bytes))
 }
 
 // MessageSent counts a message written to a client and its encoded size.
 func (m *Metrics) MessageSent(bytes int) {
-	m.sent.Add(m.ctx, 1)
-	m.bytesSent.Add(m.ctx, int64(bytes))
+	m.sent.Add(1)
+	m.bytesSent.Add(int64(bytes))
 }
 
 // StreamEnded records a stream's lifetime with its final status code as
