@@ -24,14 +24,22 @@ var prefixes atomic.Int64
 // open returns an engine on srv with a prefix of its own, closed at cleanup.
 func open(t *testing.T, srv *redistest.Server, b engine.Bounds, h engine.Handler) *redis.Engine {
 	t.Helper()
+	return openWith(t, srv, b, h, 0, 0)
+}
+
+// openWith is open with a number of workers and a queue size (0: defaults).
+func openWith(t *testing.T, srv *redistest.Server, b engine.Bounds, h engine.Handler, workers, queue int) *redis.Engine {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	e, err := redis.New(ctx, redis.Options{
-		Addr:    srv.Addr(),
-		Prefix:  fmt.Sprintf("test%d", prefixes.Add(1)),
-		Bounds:  b,
-		Handler: h,
-		Timeout: time.Second,
+		Addr:      srv.Addr(),
+		Prefix:    fmt.Sprintf("test%d", prefixes.Add(1)),
+		Bounds:    b,
+		Handler:   h,
+		Timeout:   time.Second,
+		Workers:   workers,
+		QueueSize: queue,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)

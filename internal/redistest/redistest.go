@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -48,9 +49,26 @@ func (s *Server) Kill() {
 	if s.cmd == nil {
 		return
 	}
-	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Process.Kill() // SIGKILL ends a frozen process too
 	<-s.done
 	s.cmd = nil
+}
+
+// Freeze stops the server's process without ending it (SIGSTOP): it keeps
+// its connections but answers nothing, as a hung Redis would.
+func (s *Server) Freeze() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatalf("freezing redis-server: %v", err)
+	}
+}
+
+// Thaw lets a frozen server run again (SIGCONT).
+func (s *Server) Thaw() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		s.t.Fatalf("thawing redis-server: %v", err)
+	}
 }
 
 // Restart starts a new, empty server on the same port.
