@@ -1,0 +1,499 @@
+// Package enginetest is the conformance suite every StreamHub engine passes:
+// Run it from a backend's tests with a function that builds that backend.
+package enginetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/streamhub/streamhub/engine"
+)
+
+// NewEngine builds the engine under test with the given bounds and handler.
+// The suite closes it when the test ends.
+type NewEngine func(t *testing.T, b engine.Bounds, h engine.Handler) engine.Engine
+
+// Wait bounds every wait in the suite: generous, because a loaded two-core
+// machine running -race is slow, and never reached when the engine works.
+const Wait = 20 * time.Second
+
+// Run runs the conformance suite against the engines newEngine builds.
+func Run(t *testing.T, newEngine NewEngine) {
+	open := func(t *testing.T, b engine.Bounds) (engine.Engine, *Recorder) {
+		t.Helper()
+		rec := NewRecorder()
+		e := newEngine(t, b, rec)
+		t.Cleanup(func() {
+			if err := e.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+		return e, rec
+	}
+	t.Run("ContiguousSeqUnderConcurrentPublishers", func(t *testing.T) {
+		e, rec := open(t, engine.Bounds{Size: 2000})
+		testContiguous(t, e, rec)
+	})
+	t.Run("HandlerSeesEachSessionInOrder", func(t *testing.T) {
+		e, rec := open(t, engine.Bounds{Size: 10})
+		testOrder(t, e, rec)
+	})
+	t.Run("PublicationRoundTrip", func(t *testing.T) {
+		e, rec := open(t, engine.Bounds{Size: 10})
+		testRoundTrip(t, e, rec)
+	})
+	t.Run("HistorySize", func(t *testing.T) {
+		e, _ := open(t, engine.Bounds{Size: 5})
+		testSize(t, e)
+	})
+	t.Run("HistoryBytesKeepNewest", func(t *testing.T) {
+		e, _ := open(t, engine.Bounds{Size: 100, MaxBytes: 10})
+		testBytes(t, e)
+	})
+	t.Run("HistoryTTL", func(t *testing.T) {
+		e, _ := open(t, engine.Bounds{Size: 100, TTL: 300 * time.Millisecond, MetaTTL: time.Minute})
+		testTTL(t, e)
+	})
+	t.Run("MetaExpires", func(t *testing.T) {
+		e, _ := open(t, engine.Bounds{Size: 100, TTL: 100 * time.Millisecond, MetaTTL: 300 * time.Millisecond})
+		testMetaExpires(t, e)
+	})
+	t.Run("ReadsAtPositions", func(t *testing.T) {
+		e, _ := open(t, engine.Bounds{Size: 100})
+		testPositions(t, e)
+	})
+	t.Run("Epochs", func(t *testing.T) {
+		e, _ := open(t, engine.Bounds{Size: 100})
+		testEpochs(t, e)
+	})
+	t.Run("MissingSession", func(t *testing.T) {
+		e, _ := open(t, engine.Bounds{Size: 100})
+		testMissing(t, e)
+	})
+	t.Run("Unsubscribe", func(t *testing.T) {
+		e, rec := open(t, engine.Bounds{Size: 100})
+		testUnsubscribe(t, e, rec)
+	})
+	t.Run("ContextCanceled", func(t *testing.T) {
+		e, _ := open(t, engine.Bounds{Size: 100})
+		testCanceled(t, e)
+	})
+	t.Run("Close", func(t *testing.T) {
+		e, _ := open(t, engine.Bounds{Size: 100})
+		testClose(t, e)
+	})
+}
+
+func testContiguous(t *testing.T, e engine.Engine, rec *Recorder) {
+	const publishers, each = 8, 200
+	ctx := context.Background()
+	mustSubscribe(t, e, "s")
+	var wg sync.WaitGroup
+	got := make([][]engine.Entry, publishers)
+	errs := make(chan error, publishers)
+	for p := range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				ent, err := e.Publish(ctx, "s", pub(fmt.Sprint(p), fmt.Sprint(i), fmt.Sprintf("%d/%d", p, i)))
+				if err != nil {
+					errs <- err
+					return
+				}
+				got[p] = append(got[p], ent)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Publish: %v", err)
+	}
+	bySeq := make(map[uint64]engine.Entry)
+	var epoch string
+	for p, ents := range got {
+		var last uint64
+		for _, ent := range ents {
+			if ent.Seq <= last {
+				t.Fatalf("publisher %d got seq %d after %d", p, ent.Seq, last)
+			}
+			last = ent.Seq
+			if _, dup := bySeq[ent.Seq]; dup {
+				t.Fatalf("seq %d assigned twice", ent.Seq)
+			}
+			bySeq[ent.Seq] = ent
+			if epoch == "" {
+				epoch = ent.Epoch
+			}
+			if ent.Epoch != epoch {
+				t.Fatalf("epoch changed under publishers: %q then %q", epoch, ent.Epoch)
+			}
+		}
+	}
+	const n = publishers * each
+	for seq := uint64(1); seq <= n; seq++ {
+		if _, ok := bySeq[seq]; !ok {
+			t.Fatalf("seq %d missing: seqs are not contiguous 1..%d", seq, n)
+		}
+	}
+	hist, pos := mustHistory(t, e, "s", 0, -1)
+	if pos != (engine.Position{Seq: n, Epoch: epoch}) {
+		t.Fatalf("position %+v, want seq %d epoch %q", pos, n, epoch)
+	}
+	if len(hist) != n {
+		t.Fatalf("history holds %d entries, want %d", len(hist), n)
+	}
+	for i, h := range hist {
+		if !sameEntry(h, bySeq[uint64(i+1)]) {
+			t.Fatalf("history[%d] = %+v, publish returned %+v", i, h, bySeq[uint64(i+1)])
+		}
+	}
+	rec.WaitFor(t, "s", n)
+	for i, h := range rec.Entries("s") {
+		if !sameEntry(h, bySeq[uint64(i+1)]) {
+			t.Fatalf("handler entry %d = %+v, publish returned %+v", i, h, bySeq[uint64(i+1)])
+		}
+	}
+}
+
+func testOrder(t *testing.T, e engine.Engine, rec *Recorder) {
+	const sessions, publishers, each = 3, 3, 100
+	ctx := context.Background()
+	names := []string{"a", "b:with:colons", "c{braces}"}
+	mustSubscribe(t, e, names...)
+	var wg sync.WaitGroup
+	for _, name := range names {
+		for p := range publishers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range each {
+					if _, err := e.Publish(ctx, name, pub(fmt.Sprint(p), "", fmt.Sprint(i))); err != nil {
+						t.Errorf("Publish: %v", err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for _, name := range names {
+		rec.WaitFor(t, name, publishers*each)
+		for i, ent := range rec.Entries(name) {
+			if ent.Seq != uint64(i+1) {
+				t.Fatalf("session %q: handler's entry %d has seq %d: out of order", name, i, ent.Seq)
+			}
+		}
+	}
+	if rec.Resyncs() != 0 {
+		t.Fatalf("HandleResync called %d times on a quiet engine", rec.Resyncs())
+	}
+}
+
+func testRoundTrip(t *testing.T, e engine.Engine, rec *Recorder) {
+	mustSubscribe(t, e, "rt")
+	pubs := []engine.Publication{
+		{ClientID: "alice", ID: "m1", Data: []byte("hello")},
+		{ClientID: "b:o:b", ID: "", Data: nil},
+		{ClientID: "", ID: "id:with:colons\n", Data: []byte{0, 1, ':', '\n', 0xff, '}', '{'}},
+	}
+	var want []engine.Entry
+	for _, p := range pubs {
+		before := time.Now().Add(-time.Second)
+		ent := mustPublish(t, e, "rt", p)
+		if ent.Accepted.Before(before) || ent.Accepted.After(time.Now().Add(time.Second)) {
+			t.Fatalf("Accepted %v is not about now", ent.Accepted)
+		}
+		if !ent.Accepted.Equal(ent.Accepted.Truncate(time.Millisecond)) {
+			t.Fatalf("Accepted %v is not in whole milliseconds", ent.Accepted)
+		}
+		if ent.ClientID != p.ClientID || ent.ID != p.ID || !bytes.Equal(ent.Data, p.Data) {
+			t.Fatalf("Publish returned %+v for %+v", ent, p)
+		}
+		if len(want) > 0 && ent.Accepted.Before(want[len(want)-1].Accepted) {
+			t.Fatalf("Accepted went back: %v after %v", ent.Accepted, want[len(want)-1].Accepted)
+		}
+		want = append(want, ent)
+	}
+	hist, _ := mustHistory(t, e, "rt", 0, -1)
+	rec.WaitFor(t, "rt", len(want))
+	for i, got := range [][]engine.Entry{hist, rec.Entries("rt")} {
+		if len(got) != len(want) {
+			t.Fatalf("read %d: %d entries, want %d", i, len(got), len(want))
+		}
+		for j := range want {
+			if !sameEntry(got[j], want[j]) {
+				t.Fatalf("read %d: entry %d = %+v, want %+v", i, j, got[j], want[j])
+			}
+		}
+	}
+}
+
+func testSize(t *testing.T, e engine.Engine) {
+	for i := range 12 {
+		mustPublish(t, e, "s", pub("c", fmt.Sprint(i), "x"))
+	}
+	hist, pos := mustHistory(t, e, "s", 0, -1)
+	if pos.Seq != 12 {
+		t.Fatalf("position seq %d, want 12", pos.Seq)
+	}
+	assertSeqs(t, hist, 8, 12)
+}
+
+func testBytes(t *testing.T, e engine.Engine) {
+	for i := range 5 {
+		mustPublish(t, e, "s", pub("c", fmt.Sprint(i), "abcd"))
+	}
+	hist, _ := mustHistory(t, e, "s", 0, -1)
+	assertSeqs(t, hist, 4, 5) // 8 bytes of at most 10
+	big := bytes.Repeat([]byte("z"), 20)
+	mustPublish(t, e, "s", engine.Publication{ClientID: "c", Data: big})
+	hist, _ = mustHistory(t, e, "s", 0, -1)
+	assertSeqs(t, hist, 6, 6)
+	if !bytes.Equal(hist[0].Data, big) {
+		t.Fatalf("the newest entry, over MaxBytes alone, lost its data")
+	}
+	mustPublish(t, e, "s", pub("c", "", "abc"))
+	hist, _ = mustHistory(t, e, "s", 0, -1)
+	assertSeqs(t, hist, 7, 7)
+}
+
+func testTTL(t *testing.T, e engine.Engine) {
+	const ttl = 300 * time.Millisecond
+	start := time.Now()
+	first := mustPublish(t, e, "s", pub("c", "1", "a"))
+	mustPublish(t, e, "s", pub("c", "2", "b"))
+	hist, _ := mustHistory(t, e, "s", 0, -1)
+	if time.Since(start) < ttl/2 {
+		assertSeqs(t, hist, 1, 2)
+	}
+	Eventually(t, "history to age out", func() bool {
+		hist, _ := mustHistory(t, e, "s", 0, -1)
+		return len(hist) == 0
+	})
+	_, pos := mustHistory(t, e, "s", 0, -1)
+	if pos != (engine.Position{Seq: 2, Epoch: first.Epoch}) {
+		t.Fatalf("after history aged out the position is %+v, want seq 2 in epoch %q", pos, first.Epoch)
+	}
+	third := mustPublish(t, e, "s", pub("c", "3", "c"))
+	if third.Seq != 3 || third.Epoch != first.Epoch {
+		t.Fatalf("publish after aging out got seq %d epoch %q, want 3 in %q", third.Seq, third.Epoch, first.Epoch)
+	}
+	hist, _ = mustHistory(t, e, "s", 0, -1)
+	assertSeqs(t, hist, 3, 3)
+}
+
+func testMetaExpires(t *testing.T, e engine.Engine) {
+	first := mustPublish(t, e, "s", pub("c", "1", "a"))
+	var pos engine.Position
+	Eventually(t, "the session's meta to expire", func() bool {
+		_, pos = mustHistory(t, e, "s", 0, -1)
+		return pos.Epoch != first.Epoch
+	})
+	if pos.Seq != 0 || pos.Epoch == "" {
+		t.Fatalf("an expired session reads as %+v, want seq 0 and a new epoch", pos)
+	}
+	next := mustPublish(t, e, "s", pub("c", "2", "b"))
+	if next.Seq != 1 || next.Epoch != pos.Epoch {
+		t.Fatalf("publish after expiry got seq %d epoch %q, want 1 in %q", next.Seq, next.Epoch, pos.Epoch)
+	}
+}
+
+func testPositions(t *testing.T, e engine.Engine) {
+	for i := range 10 {
+		mustPublish(t, e, "s", pub("c", fmt.Sprint(i), "x"))
+	}
+	for _, tc := range []struct {
+		after         uint64
+		limit         int
+		first, last   uint64
+		wantNoEntries bool
+	}{
+		{after: 0, limit: -1, first: 1, last: 10},
+		{after: 5, limit: -1, first: 6, last: 10},
+		{after: 9, limit: -1, first: 10, last: 10},
+		{after: 10, limit: -1, wantNoEntries: true},
+		{after: 15, limit: -1, wantNoEntries: true},
+		{after: 2, limit: 3, first: 3, last: 5},
+		{after: 0, limit: 100, first: 1, last: 10},
+		{after: 0, limit: 0, wantNoEntries: true},
+	} {
+		t.Run(fmt.Sprintf("after%d_limit%d", tc.after, tc.limit), func(t *testing.T) {
+			hist, pos := mustHistory(t, e, "s", tc.after, tc.limit)
+			if pos.Seq != 10 {
+				t.Fatalf("position seq %d, want 10", pos.Seq)
+			}
+			if tc.wantNoEntries {
+				if len(hist) != 0 {
+					t.Fatalf("got %d entries, want none", len(hist))
+				}
+				return
+			}
+			assertSeqs(t, hist, tc.first, tc.last)
+		})
+	}
+}
+
+func testEpochs(t *testing.T, e engine.Engine) {
+	a := mustPublish(t, e, "s", pub("c", "1", "a"))
+	b := mustPublish(t, e, "s", pub("c", "2", "b"))
+	if a.Epoch == "" || a.Epoch != b.Epoch {
+		t.Fatalf("epochs %q, %q: want one non-empty epoch across publishes", a.Epoch, b.Epoch)
+	}
+	other := mustPublish(t, e, "other", pub("c", "1", "a"))
+	if other.Epoch == a.Epoch {
+		t.Fatalf("two sessions share epoch %q", a.Epoch)
+	}
+	if err := e.Remove(context.Background(), "s"); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	hist, pos := mustHistory(t, e, "s", 0, -1)
+	if len(hist) != 0 || pos.Seq != 0 || pos.Epoch == "" || pos.Epoch == a.Epoch {
+		t.Fatalf("after Remove: %d entries at %+v, want none at seq 0 in a new epoch", len(hist), pos)
+	}
+	c := mustPublish(t, e, "s", pub("c", "3", "c"))
+	if c.Seq != 1 || c.Epoch != pos.Epoch {
+		t.Fatalf("after Remove publish got seq %d epoch %q, want 1 in %q", c.Seq, c.Epoch, pos.Epoch)
+	}
+	if err := e.Remove(context.Background(), "never-used"); err != nil {
+		t.Fatalf("Remove of a missing session: %v", err)
+	}
+}
+
+func testMissing(t *testing.T, e engine.Engine) {
+	hist, pos := mustHistory(t, e, "nobody", 0, -1)
+	if len(hist) != 0 || pos.Seq != 0 || pos.Epoch == "" {
+		t.Fatalf("missing session: %d entries at %+v, want none at seq 0 with an epoch", len(hist), pos)
+	}
+	_, again := mustHistory(t, e, "nobody", 0, -1)
+	if again != pos {
+		t.Fatalf("a second read of a missing session gave %+v, then %+v", pos, again)
+	}
+	ent := mustPublish(t, e, "nobody", pub("c", "1", "a"))
+	if ent.Seq != 1 || ent.Epoch != pos.Epoch {
+		t.Fatalf("first publish got seq %d epoch %q, want 1 in the epoch History gave, %q", ent.Seq, ent.Epoch, pos.Epoch)
+	}
+}
+
+func testUnsubscribe(t *testing.T, e engine.Engine, rec *Recorder) {
+	mustSubscribe(t, e, "a", "b")
+	mustPublish(t, e, "a", pub("c", "1", "a1"))
+	rec.WaitFor(t, "a", 1)
+	if err := e.Unsubscribe(context.Background(), "a"); err != nil {
+		t.Fatalf("Unsubscribe: %v", err)
+	}
+	mustPublish(t, e, "a", pub("c", "2", "a2"))
+	mustPublish(t, e, "b", pub("c", "1", "b1"))
+	mustPublish(t, e, "never-subscribed", pub("c", "1", "n1"))
+	rec.WaitFor(t, "b", 1)
+	if n := len(rec.Entries("a")); n != 1 {
+		t.Fatalf("handler got %d entries of an unsubscribed session, want the 1 from before", n)
+	}
+	if n := len(rec.Entries("never-subscribed")); n != 0 {
+		t.Fatalf("handler got %d entries of a session nobody subscribed to", n)
+	}
+	if err := e.Unsubscribe(context.Background(), "never-subscribed"); err != nil {
+		t.Fatalf("Unsubscribe of a session not subscribed: %v", err)
+	}
+	// Subscribing again brings deliveries back.
+	mustSubscribe(t, e, "a")
+	mustPublish(t, e, "a", pub("c", "3", "a3"))
+	rec.WaitFor(t, "a", 2)
+	if got := rec.Entries("a")[1].Seq; got != 3 {
+		t.Fatalf("after subscribing again the handler got seq %d, want 3", got)
+	}
+}
+
+func testCanceled(t *testing.T, e engine.Engine) {
+	mustPublish(t, e, "s", pub("c", "1", "a"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := e.Publish(ctx, "s", pub("c", "2", "b")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Publish with a canceled context: %v, want context.Canceled", err)
+	}
+	if _, _, err := e.History(ctx, "s", 0, -1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("History with a canceled context: %v, want context.Canceled", err)
+	}
+	if err := e.Subscribe(ctx, "s"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Subscribe with a canceled context: %v, want context.Canceled", err)
+	}
+	if err := e.Remove(ctx, "s"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Remove with a canceled context: %v, want context.Canceled", err)
+	}
+	hist, pos := mustHistory(t, e, "s", 0, -1)
+	if pos.Seq != 1 || len(hist) != 1 {
+		t.Fatalf("after canceled calls: %d entries at %+v, want the one published before", len(hist), pos)
+	}
+}
+
+func testClose(t *testing.T, e engine.Engine) {
+	mustPublish(t, e, "s", pub("c", "1", "a"))
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	ctx := context.Background()
+	if _, err := e.Publish(ctx, "s", pub("c", "2", "b")); !errors.Is(err, engine.ErrClosed) {
+		t.Fatalf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if _, _, err := e.History(ctx, "s", 0, -1); !errors.Is(err, engine.ErrClosed) {
+		t.Fatalf("History after Close: %v, want ErrClosed", err)
+	}
+	if err := e.Subscribe(ctx, "s"); !errors.Is(err, engine.ErrClosed) {
+		t.Fatalf("Subscribe after Close: %v, want ErrClosed", err)
+	}
+}
+
+func pub(client, id, data string) engine.Publication {
+	return engine.Publication{ClientID: client, ID: id, Data: []byte(data)}
+}
+
+func sameEntry(a, b engine.Entry) bool {
+	return a.Seq == b.Seq && a.Epoch == b.Epoch && a.Accepted.Equal(b.Accepted) &&
+		a.ClientID == b.ClientID && a.ID == b.ID && bytes.Equal(a.Data, b.Data)
+}
+
+func assertSeqs(t *testing.T, hist []engine.Entry, first, last uint64) {
+	t.Helper()
+	if uint64(len(hist)) != last-first+1 {
+		t.Fatalf("history holds %d entries, want seqs %d..%d", len(hist), first, last)
+	}
+	for i, h := range hist {
+		if h.Seq != first+uint64(i) {
+			t.Fatalf("history[%d] has seq %d, want %d..%d in order", i, h.Seq, first, last)
+		}
+	}
+}
+
+func mustPublish(t *testing.T, e engine.Engine, session string, p engine.Publication) engine.Entry {
+	t.Helper()
+	ent, err := e.Publish(context.Background(), session, p)
+	if err != nil {
+		t.Fatalf("Publish(%q): %v", session, err)
+	}
+	return ent
+}
+
+func mustHistory(t *testing.T, e engine.Engine, session string, after uint64, limit int) ([]engine.Entry, engine.Position) {
+	t.Helper()
+	hist, pos, err := e.History(context.Background(), session, after, limit)
+	if err != nil {
+		t.Fatalf("History(%q): %v", session, err)
+	}
+	return hist, pos
+}
+
+func mustSubscribe(t *testing.T, e engine.Engine, sessions ...string) {
+	t.Helper()
+	if err := e.Subscribe(context.Background(), sessions...); err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+}

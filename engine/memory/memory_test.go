@@ -1,0 +1,25 @@
+package memory_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/streamhub/streamhub/engine"
+	"github.com/streamhub/streamhub/engine/enginetest"
+	"github.com/streamhub/streamhub/engine/memory"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestConformance(t *testing.T) {
+	enginetest.Run(t, func(t *testing.T, b engine.Bounds, h engine.Handler) engine.Engine {
+		e, err := memory.New(memory.Options{Bounds: b, Handler: h})
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		return e
+	})
+}

@@ -1,0 +1,373 @@
+// Package redis is StreamHub's Redis engine: several StreamHub instances
+// share sessions through one Redis (7.0 or later, or Valkey).
+//
+// Each session has two keys with the hash tag {session}: a meta hash (epoch,
+// last seq, history bytes, last accept time) and a stream holding the
+// history, whose entry IDs are the seqs. One Lua script per publish creates
+// the epoch when missing, assigns the next seq, appends, trims by size,
+// bytes and age, sets expiries and publishes the entry on the session's
+// Pub/Sub channel; Redis runs it atomically, so seqs are contiguous whoever
+// publishes. Accept times come from the Redis server's clock, so every
+// instance agrees on them.
+//
+// Live entries reach an instance through one dedicated Pub/Sub connection
+// carrying the channels of the sessions it subscribed to. Pub/Sub is at most
+// once: Redis drops a subscriber that falls too far behind and nothing is
+// delivered while the connection is down. When the connection is regained
+// the engine subscribes every session again and calls HandleResync, and when
+// it had to drop entries because the handler fell behind it calls
+// HandleResync too; the caller compares positions with History.
+//
+// Redis that lost its data (a restart without persistence, a failover to a
+// replica that had not caught up, an eviction) is noticed through epochs: a
+// publish or read that finds no meta creates a new epoch, so the next entry
+// and the next History position carry an epoch the caller does not know,
+// and seq starts again at 1. A restart also drops the Pub/Sub connection,
+// so HandleResync follows and the caller's History reads find the new epoch
+// even for sessions nobody publishes to.
+package redis
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/streamhub/streamhub/engine"
+)
+
+//go:embed lua/common.lua
+var commonLua string
+
+//go:embed lua/publish.lua
+var publishLua string
+
+//go:embed lua/history.lua
+var historyLua string
+
+// Options configures an Engine. Zero values mean the documented defaults.
+type Options struct {
+	// Addr is the Redis to use: host:port, or a redis:// or rediss:// (TLS)
+	// URL with user, password and database number. Required.
+	Addr string
+	// Prefix starts every key and channel, so deployments can share a
+	// Redis. Default "streamhub".
+	Prefix string
+	// Bounds limits each session's history; Size must be at least 1.
+	Bounds engine.Bounds
+	// Handler receives the entries of subscribed sessions; nil drops them.
+	Handler engine.Handler
+	// Observer is told about every operation; nil: nobody is.
+	Observer engine.Observer
+	// Timeout bounds dialing, each connection's writes and the wait for a
+	// reply, so that a Redis that stopped answering turns into
+	// ErrUnavailable. Default 2s.
+	Timeout time.Duration
+	// Workers is how many goroutines hand live entries to the Handler (a
+	// session always goes to the same one, which keeps its order). Default 4.
+	Workers int
+	// QueueSize is each worker's queue of entries waiting for the Handler.
+	// When it is full entries are dropped and HandleResync follows, as when
+	// Redis drops a slow subscriber. Default 4096.
+	QueueSize int
+}
+
+// Engine is the Redis engine. Create it with New.
+type Engine struct {
+	client   rueidis.Client
+	publish  *rueidis.Lua
+	history  *rueidis.Lua
+	prefix   string
+	bounds   engine.Bounds
+	handler  engine.Handler
+	observer engine.Observer
+	timeout  time.Duration
+	seed     maphash.Seed
+
+	// subMu serializes Subscribe, Unsubscribe and the resubscription after a
+	// reconnect, so that what Redis is subscribed to follows the order of
+	// the calls. Lock order: subMu before mu.
+	subMu sync.Mutex
+	mu    sync.RWMutex            // guards subs and conn
+	subs  map[string]struct{}     // sessions subscribed, by name
+	conn  rueidis.DedicatedClient // the live Pub/Sub connection; nil while down
+	queue []chan rueidis.PubSubMessage
+
+	lost chan struct{} // a token when entries were dropped: resync
+
+	closed atomic.Bool
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the Pub/Sub loop and the workers
+	once   sync.Once
+}
+
+var _ engine.Engine = (*Engine)(nil)
+
+// New connects to Redis and returns a running engine once its Pub/Sub
+// connection is up. When Redis cannot be reached before ctx ends it returns
+// an error wrapping engine.ErrUnavailable.
+func New(ctx context.Context, opts Options) (*Engine, error) {
+	b := opts.Bounds.WithDefaults()
+	if err := b.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Addr == "" {
+		return nil, errors.New("engine redis: Addr is required")
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = "streamhub"
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 2 * time.Second
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 4096
+	}
+	if opts.Handler == nil {
+		opts.Handler = engine.HandlerFuncs{}
+	}
+	copt, err := clientOption(opts.Addr)
+	if err != nil {
+		return nil, err
+	}
+	copt.Dialer.Timeout = opts.Timeout
+	copt.ConnWriteTimeout = opts.Timeout
+	copt.DisableCache = true // StreamHub reads nothing cacheable
+	copt.ClientName = "streamhub"
+	client, err := rueidis.NewClient(copt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: redis %s: %w", engine.ErrUnavailable, redactedAddr(opts.Addr), err)
+	}
+	e := &Engine{
+		client:   client,
+		publish:  rueidis.NewLuaScript(commonLua + publishLua),
+		history:  rueidis.NewLuaScript(commonLua + historyLua),
+		prefix:   opts.Prefix,
+		bounds:   b,
+		handler:  opts.Handler,
+		observer: opts.Observer,
+		timeout:  opts.Timeout,
+		seed:     maphash.MakeSeed(),
+		subs:     make(map[string]struct{}),
+		lost:     make(chan struct{}, 1),
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	for range opts.Workers {
+		q := make(chan rueidis.PubSubMessage, opts.QueueSize)
+		e.queue = append(e.queue, q)
+		e.wg.Add(1)
+		go e.work(q)
+	}
+	up := make(chan struct{})
+	e.wg.Add(1)
+	go e.runPubSub(up)
+	select {
+	case <-up:
+		return e, nil
+	case <-ctx.Done():
+		_ = e.Close()
+		return nil, fmt.Errorf("%w: redis %s: no Pub/Sub connection: %w", engine.ErrUnavailable, redactedAddr(opts.Addr), ctx.Err())
+	}
+}
+
+func clientOption(addr string) (rueidis.ClientOption, error) {
+	if strings.Contains(addr, "://") {
+		opt, err := rueidis.ParseURL(addr)
+		if err != nil {
+			return opt, fmt.Errorf("engine redis: address %s: %w", redactedAddr(addr), err)
+		}
+		return opt, nil
+	}
+	return rueidis.ClientOption{InitAddress: []string{addr}}, nil
+}
+
+// redactedAddr is addr without a password, for errors and logs.
+func redactedAddr(addr string) string {
+	scheme, rest, ok := strings.Cut(addr, "://")
+	if !ok {
+		return addr
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		rest = "***@" + rest[at+1:]
+	}
+	return scheme + "://" + rest
+}
+
+func (e *Engine) metaKey(session string) string   { return e.prefix + ":meta:{" + session + "}" }
+func (e *Engine) streamKey(session string) string { return e.prefix + ":hist:{" + session + "}" }
+func (e *Engine) channel(session string) string   { return e.prefix + ":ch:{" + session + "}" }
+
+// sessionOf is the session whose channel ch is, or false.
+func (e *Engine) sessionOf(ch string) (string, bool) {
+	s, ok := strings.CutPrefix(ch, e.prefix+":ch:{")
+	if !ok || !strings.HasSuffix(s, "}") {
+		return "", false
+	}
+	return s[:len(s)-1], true
+}
+
+func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
+// Publish implements engine.Engine.
+func (e *Engine) Publish(ctx context.Context, session string, p engine.Publication) (ent engine.Entry, err error) {
+	defer e.observer.Done(engine.OpPublish, time.Now(), &err)
+	if err := e.check(ctx); err != nil {
+		return engine.Entry{}, err
+	}
+	streamTTL := e.bounds.TTL
+	if streamTTL == 0 {
+		streamTTL = e.bounds.MetaTTL
+	}
+	res, err := e.publish.Exec(ctx, e.client,
+		[]string{e.metaKey(session), e.streamKey(session)},
+		[]string{
+			e.channel(session), p.ClientID, p.ID, rueidis.BinaryString(p.Data), engine.NewEpoch(),
+			strconv.Itoa(e.bounds.Size), strconv.Itoa(e.bounds.MaxBytes),
+			ms(e.bounds.TTL), ms(e.bounds.MetaTTL), ms(streamTTL),
+		}).ToArray()
+	if err != nil {
+		return engine.Entry{}, e.fail(ctx, "publish", err)
+	}
+	if len(res) != 3 {
+		return engine.Entry{}, fmt.Errorf("engine redis: publish returned %d values", len(res))
+	}
+	seq, err1 := res[0].AsInt64()
+	epoch, err2 := res[1].ToString()
+	accepted, err3 := res[2].AsInt64()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return engine.Entry{}, fmt.Errorf("engine redis: publish reply: %w", err)
+	}
+	return engine.Entry{Seq: uint64(seq), Epoch: epoch, Accepted: time.UnixMilli(accepted), Publication: p}, nil
+}
+
+// History implements engine.Engine.
+func (e *Engine) History(ctx context.Context, session string, after uint64, limit int) (entries []engine.Entry, pos engine.Position, err error) {
+	defer e.observer.Done(engine.OpHistory, time.Now(), &err)
+	if err := e.check(ctx); err != nil {
+		return nil, engine.Position{}, err
+	}
+	first := after + 1
+	if after >= math.MaxInt64 { // beyond any seq: nothing to read
+		limit, first = 0, math.MaxInt64
+	}
+	res, err := e.history.Exec(ctx, e.client,
+		[]string{e.metaKey(session), e.streamKey(session)},
+		[]string{
+			strconv.FormatUint(first, 10) + "-0", strconv.Itoa(limit), engine.NewEpoch(),
+			ms(e.bounds.TTL), ms(e.bounds.MetaTTL),
+		}).ToArray()
+	if err != nil {
+		return nil, engine.Position{}, e.fail(ctx, "history", err)
+	}
+	if len(res) != 3 {
+		return nil, engine.Position{}, fmt.Errorf("engine redis: history returned %d values", len(res))
+	}
+	seq, err1 := res[0].AsInt64()
+	epoch, err2 := res[1].ToString()
+	xr, err3 := res[2].AsXRange()
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return nil, engine.Position{}, fmt.Errorf("engine redis: history reply: %w", err)
+	}
+	pos = engine.Position{Seq: uint64(seq), Epoch: epoch}
+	if len(xr) == 0 {
+		return nil, pos, nil
+	}
+	entries = make([]engine.Entry, 0, len(xr))
+	for _, x := range xr {
+		ent, err := fromStream(x, epoch)
+		if err != nil {
+			return nil, engine.Position{}, err
+		}
+		entries = append(entries, ent)
+	}
+	return entries, pos, nil
+}
+
+func fromStream(x rueidis.XRangeEntry, epoch string) (engine.Entry, error) {
+	id, _, _ := strings.Cut(x.ID, "-")
+	seq, err := strconv.ParseUint(id, 10, 64)
+	if err != nil {
+		return engine.Entry{}, fmt.Errorf("engine redis: stream entry ID %q: %w", x.ID, err)
+	}
+	accepted, err := strconv.ParseInt(x.FieldValues["a"], 10, 64)
+	if err != nil {
+		return engine.Entry{}, fmt.Errorf("engine redis: stream entry %q: accepted: %w", x.ID, err)
+	}
+	var data []byte
+	if d := x.FieldValues["d"]; d != "" {
+		data = []byte(d)
+	}
+	return engine.Entry{
+		Seq: seq, Epoch: epoch, Accepted: time.UnixMilli(accepted),
+		Publication: engine.Publication{ClientID: x.FieldValues["c"], ID: x.FieldValues["i"], Data: data},
+	}, nil
+}
+
+// Remove implements engine.Engine.
+func (e *Engine) Remove(ctx context.Context, session string) (err error) {
+	defer e.observer.Done(engine.OpRemove, time.Now(), &err)
+	if err := e.check(ctx); err != nil {
+		return err
+	}
+	cmd := e.client.B().Del().Key(e.metaKey(session), e.streamKey(session)).Build()
+	if err := e.client.Do(ctx, cmd).Error(); err != nil {
+		return e.fail(ctx, "remove", err)
+	}
+	return nil
+}
+
+// Close implements engine.Engine: it stops the Pub/Sub loop and the workers,
+// waits for them, and closes the connections.
+func (e *Engine) Close() error {
+	e.once.Do(func() {
+		e.closed.Store(true)
+		e.cancel()
+		e.wg.Wait()
+		e.client.Close()
+	})
+	return nil
+}
+
+func (e *Engine) check(ctx context.Context) error {
+	if e.closed.Load() {
+		return engine.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// fail turns a client error into what the seam promises: ErrClosed after
+// Close, the context's error when the caller gave up, ErrUnavailable when
+// Redis could not be reached or answer in time, and Redis's own error
+// otherwise.
+func (e *Engine) fail(ctx context.Context, op string, err error) error {
+	switch {
+	case e.closed.Load():
+		return fmt.Errorf("engine redis: %s: %w", op, engine.ErrClosed)
+	case errors.Is(ctx.Err(), context.Canceled):
+		return fmt.Errorf("engine redis: %s: %w", op, ctx.Err())
+	}
+	if rerr, ok := rueidis.IsRedisErr(err); ok {
+		for _, busy := range []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN"} {
+			if strings.HasPrefix(rerr.Error(), busy) {
+				return fmt.Errorf("%w: redis %s: %w", engine.ErrUnavailable, op, err)
+			}
+		}
+		return fmt.Errorf("engine redis: %s: %w", op, err)
+	}
+	// Anything but a reply from Redis — a refused dial, a reset or timed out
+	// connection, a deadline — means Redis did not answer.
+	return fmt.Errorf("%w: redis %s: %w", engine.ErrUnavailable, op, err)
+}
