@@ -54,9 +54,17 @@ func (b *budget) makeRoom(r *sessions, need int64) bool {
 	}
 	target := b.limit - need - b.limit/budgetSlack
 	all := r.snapshot()
-	byBytes := make(sessionsByBytes, len(all))
-	for i, s := range all {
-		byBytes[i] = held{s, s.hist.held.Load()}
+	byBytes := make(sessionsByBytes, 0, len(all))
+	var evictable int64 // all history but each session's newest entry
+	for _, s := range all {
+		h := s.evictable()
+		if h.bytes > 0 {
+			byBytes = append(byBytes, h)
+			evictable += h.bytes
+		}
+	}
+	if b.used.Load()-evictable > b.limit-need {
+		return false // what holds the budget is pending for live streams: evicting would not help
 	}
 	heap.Init(&byBytes)
 	evicted := 0
@@ -83,18 +91,33 @@ func (b *budget) makeRoom(r *sessions, need int64) bool {
 	return b.fits(need)
 }
 
-// evictDownTo drops s's oldest entries until it holds no more than level
-// bytes or the budget is down to target, keeping its newest entry, which
-// continues the chain; it evicts at least one entry when it can. It
-// returns how many it evicted and the bytes s holds then.
+// evictDownTo drops s's oldest entries until what it can still evict is no
+// more than level bytes or the budget is down to target, keeping its newest
+// entry, which continues the chain; it evicts at least one entry when it
+// can. It returns how many it evicted and what it can still evict then.
 func (s *session) evictDownTo(level int64, b *budget, target int64) (n int, left int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.hist.n > 1 && (n == 0 || s.hist.held.Load() > level) && b.used.Load() > target {
+	newest := int64(s.hist.tail.size())
+	for s.hist.n > 1 && (n == 0 || s.hist.held.Load()-newest > level) && b.used.Load() > target {
 		s.hist.dropOldest()
 		n++
 	}
-	return n, s.hist.held.Load()
+	if s.hist.n <= 1 {
+		return n, 0
+	}
+	return n, s.hist.held.Load() - newest
+}
+
+// evictable is what eviction can take from s: its history but the newest
+// entry.
+func (s *session) evictable() held {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hist.n <= 1 {
+		return held{s, 0}
+	}
+	return held{s, s.hist.held.Load() - int64(s.hist.tail.size())}
 }
 
 // held is a session and the history bytes it held when looked at.

@@ -97,3 +97,40 @@ func TestBudgetRefusesWhatOnlyPendingBytesHold(t *testing.T) {
 		t.Fatalf("after the slow consumers left: %s", describe(m))
 	}
 }
+
+// A publish that eviction could never make room for is refused without
+// evicting anyone's history.
+func TestBudgetRefusesWhatEvictionCannotFitWithoutEvicting(t *testing.T) {
+	const limit = 2 << 20
+	ts := startServer(t, Config{MemoryBudget: limit})
+	quiet := ts.open(t, "quiet")
+	quiet.welcome()
+	quiet.join("quiet")
+	for i := range 100 {
+		quiet.send(&streamsvc.DataMessage{Type: typeData, SessionID: ptr("quiet"), Data: []byte(strings.Repeat("q", 10<<10)), ID: ptr(fmt.Sprint(i))})
+		quiet.expect(typeData, "")
+	}
+	var crowd []*testClient
+	for i := range 41 {
+		c := ts.open(t, fmt.Sprint("c", i))
+		c.welcome()
+		c.join("crowd")
+		crowd = append(crowd, c)
+	}
+	// Counted once in history and once for each of 42 members: more than
+	// the whole budget.
+	crowd[0].send(&streamsvc.DataMessage{Type: typeData, SessionID: ptr("crowd"), Data: make([]byte, 64<<10), ID: ptr("big")})
+	if m := crowd[0].expect(typeControl, actError); !strings.Contains(str(m.Reason), "memory budget") || str(m.ID) != "big" {
+		t.Fatalf("got %s", describe(m))
+	}
+	if n := ts.metrics.historyEvictions(); n != 0 {
+		t.Fatalf("%d entries evicted for a publish that could not fit", n)
+	}
+	x := ts.open(t, "reader")
+	x.welcome()
+	x.send(joinMsg("quiet", ptr(uint64(0)), nil))
+	if j := x.expect(typeControl, actJoined); !*j.Recovered {
+		t.Fatal("the quiet session's history was evicted")
+	}
+	x.expectSeqs("quiet", 1, 100)
+}

@@ -61,14 +61,15 @@ type conn struct {
 	// Activity the housekeeper watches.
 	received atomic.Uint64
 	sends    atomic.Uint64 // incremented before and after each send: odd while one is in progress
+	stuck    atomic.Bool   // a send has been blocked since the housekeeper's last look
 
 	serving atomic.Bool  // set once serve starts; the housekeeper leaves it alone before
 	hk      housekeeping // owned by the housekeeper
 
 	// Owned by the sender, then by the cleanup once the sender ended.
-	cursors   []*member // attached members being delivered
-	batch     []outItem
-	unapplied []outItem // taken from the queue but not applied when the sender stopped
+	cursors []*member // attached members being delivered
+	batch   []outItem // taken from the queue; batch[applied:] not applied yet
+	applied int
 
 	// Owned by the receiver, then by the cleanup once the receiver ended.
 	refused []outItem // membership changes served but not queued: the stream ended first
@@ -121,11 +122,13 @@ func (c *conn) isClosing() bool {
 
 // queued counts n live deliveries of the given payload bytes as pending for
 // this stream (negative when they were sent or are no longer due), and
-// wakes the sender. A client that leaves more than the byte bound unread is
-// a slow consumer.
+// wakes the sender. A client that does not read (its send has been blocked
+// since the housekeeper last looked) is a slow consumer as soon as more
+// than the byte bound is pending for it; one that reads gets the backlog
+// rule's time to catch up (see Service.check).
 func (c *conn) queued(n, bytes int64) {
 	c.pending.Add(n)
-	if c.pendingBytes.Add(bytes) > int64(c.svc.cfg.MaxPendingBytes) && bytes > 0 {
+	if c.pendingBytes.Add(bytes) > int64(c.svc.cfg.MaxPendingBytes) && bytes > 0 && c.stuck.Load() {
 		c.close(reasonSlowConsumer, nil)
 	}
 	if n > 0 {
@@ -247,8 +250,8 @@ func (c *conn) attach() {
 // client asked for them: those it took, those still queued, and those the
 // receiver could not queue.
 func (c *conn) detach() {
-	for i := range c.unapplied {
-		c.change(&c.unapplied[i], false)
+	for i := range c.batch[c.applied:] { // the sender stopped in the middle: a failed send, a panic
+		c.change(&c.batch[c.applied+i], false)
 	}
 	for _, it := range c.q.take(nil) {
 		c.change(&it, false)
@@ -355,18 +358,18 @@ func (c *conn) sendLoop() {
 	}
 }
 
-// applyAll applies and answers the items in c.batch. When a send fails,
-// what was not applied stays in c.unapplied for the cleanup.
+// applyAll applies and answers the items in c.batch. When the sender stops
+// before the end (a failed send, a panic), the cleanup applies the rest.
 func (c *conn) applyAll() bool {
-	for i := range c.batch {
-		reply, then := c.change(&c.batch[i], true)
+	for c.applied = 0; c.applied < len(c.batch); {
+		reply, then := c.change(&c.batch[c.applied], true)
+		c.applied++
 		if c.send(reply) != nil || (then != nil && c.send(then) != nil) {
-			c.unapplied = append(c.unapplied, c.batch[i+1:]...)
 			return false
 		}
 	}
 	clear(c.batch)
-	c.batch = c.batch[:0]
+	c.batch, c.applied = c.batch[:0], 0
 	return true
 }
 
@@ -542,6 +545,9 @@ func (c *conn) sendEntry(e *Entry) error {
 // sent1 ends a send that returned err.
 func (c *conn) sent1(err error) error {
 	c.sends.Add(1)
+	if c.stuck.Load() {
+		c.stuck.Store(false)
+	}
 	if err != nil {
 		if !c.isClosing() { // a send cut short by the end of the stream did not fail
 			c.svc.metrics.SendFailed()

@@ -289,11 +289,12 @@ func TestRetainedClientsAreBounded(t *testing.T) {
 }
 
 // A client that stops reading is ended within the send timeout (and a
-// tick), and the payload pending for it never exceeds the byte bound by
-// more than the message that crossed it.
+// tick), and as soon as more than the byte bound is pending for it once its
+// send has been blocked for a housekeeping tick: it never holds more than
+// the bound and what was published to it during that tick.
 func TestStoppedReaderIsEndedWithinTheSendTimeout(t *testing.T) {
-	const sendTimeout, maxPending = 500 * time.Millisecond, 1 << 20
-	ts := startServer(t, Config{SendTimeout: sendTimeout, MaxPendingBytes: maxPending})
+	const sendTimeout, maxPending = 2 * time.Second, 1 << 20
+	ts := startServer(t, Config{SendTimeout: sendTimeout, MaxPendingBytes: maxPending, HeartbeatInterval: 200 * time.Millisecond})
 	stuck := ts.openOn(t, ts.dialSmallWindow(t), "stuck", false)
 	stuck.send(joinMsg("room", nil, nil))
 	pub := ts.open(t, "pub")
@@ -315,10 +316,44 @@ func TestStoppedReaderIsEndedWithinTheSendTimeout(t *testing.T) {
 			t.Fatalf("still not ended %v after its send blocked", time.Since(blockedAt))
 		}
 	}
-	if peak > maxPending+int64(len(payload)) {
+	// Publishing for the send timeout would have left about ten times the
+	// bound pending here.
+	if peak > 4*maxPending {
 		t.Fatalf("%d bytes pending, bound %d", peak, maxPending)
 	}
 	eventually(t, "slow consumer counted", func() bool { return ts.metrics.disconnected("slow_consumer") == 1 })
+}
+
+// A reader that keeps reading is not ended when a burst of larger messages
+// leaves more than the byte bound pending for a while.
+func TestBurstOverTheByteBoundDisconnectsNobody(t *testing.T) {
+	ts := startServer(t, Config{MaxPendingBytes: 256 << 10})
+	members := make([]*testClient, 5)
+	for i := range members {
+		members[i] = ts.open(t, fmt.Sprint("m", i))
+		members[i].welcome()
+		members[i].join("room")
+	}
+	payload := []byte(strings.Repeat("x", 16<<10))
+	var wg sync.WaitGroup
+	for _, p := range members[:4] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				if p.stream.Send(&streamsvc.DataMessage{Type: typeData, SessionID: ptr("room"), Data: payload}) != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, m := range members {
+		m.expectAll("room", 400)
+	}
+	if n := ts.metrics.disconnected("slow_consumer"); n != 0 {
+		t.Fatalf("%d readers ended as slow consumers", n)
+	}
 }
 
 // Replays are counted as such, and only live deliveries feed the latency.

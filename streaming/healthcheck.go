@@ -82,13 +82,15 @@ func (s *Service) check(c *conn, now time.Time) {
 	}
 
 	// A slow consumer is one that does not read, not one a burst got ahead
-	// of: a send blocked for the send timeout, or more than queue-size
-	// deliveries pending for a whole send timeout without the backlog
-	// going down — a client that reads slower than the session's sustained
-	// rate. A backlog that drains is a burst being read, however long it
-	// takes. (The byte bound is checked as deliveries are counted.)
+	// of: a send blocked for the send timeout; more than the byte bound
+	// pending while a send is blocked (checked here and as deliveries are
+	// counted); or more than queue-size deliveries or the byte bound
+	// pending for a whole send timeout without the backlog going down — a
+	// client that reads slower than the session's sustained rate. A backlog
+	// that drains is a burst being read, however long it takes.
+	over := c.pendingBytes.Load() > int64(s.cfg.MaxPendingBytes)
 	switch pending := c.pending.Load(); {
-	case pending <= int64(s.cfg.QueueSize):
+	case pending <= int64(s.cfg.QueueSize) && !over:
 		h.overAt = time.Time{}
 	case h.overAt.IsZero():
 		h.overAt, h.overFrom = now, pending
@@ -102,9 +104,11 @@ func (s *Service) check(c *conn, now time.Time) {
 	switch {
 	case n != h.send:
 		h.send, h.sendAt = n, now
-	case n%2 == 1 && now.Sub(h.sendAt) >= s.cfg.SendTimeout:
+	case n%2 == 1 && (now.Sub(h.sendAt) >= s.cfg.SendTimeout || over):
 		c.close(reasonSlowConsumer, nil)
 		c.kill()
+	case n%2 == 1:
+		c.stuck.Store(true) // blocked since the last look: the client does not read
 	case n%2 == 0 && now.Sub(h.sendAt) >= s.cfg.HeartbeatInterval:
 		if c.q.offer(outItem{msg: stamped(typeHeartbeat, now)}) {
 			h.sendAt = now

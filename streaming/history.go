@@ -58,7 +58,8 @@ type history struct {
 	ring     []*Entry     // len(ring) <= size
 	head     int          // index of the oldest entry held
 	n        int          // entries held
-	held     atomic.Int64 // payload bytes held; read without the lock by the budget's eviction
+	held     atomic.Int64 // payload bytes held, the tail's included; read without the lock by the budget's eviction
+	tailOnly bool         // the tail is no longer in the ring but still counted
 }
 
 func newHistory(size, maxBytes int, b *budget) *history {
@@ -88,13 +89,29 @@ func (h *history) append(e *Entry) {
 		h.dropOldest()
 	}
 	h.tail.next.Store(e) // after e is complete: senders read it without the lock
+	if h.tailOnly {
+		h.release(h.tail)
+		h.tailOnly = false
+	}
 	h.tail = e
 }
 
-func (h *history) dropOldest() {
-	size := int64(h.ring[h.head].size())
+// release stops counting e's payload.
+func (h *history) release(e *Entry) {
+	size := int64(e.size())
 	h.held.Add(-size)
 	h.budget.add(-size)
+}
+
+func (h *history) dropOldest() {
+	if h.ring[h.head] == h.tail {
+		// The newest entry stays held as the tail, which the chain
+		// continues from (and caught-up cursors point at): it stays
+		// counted until the next append replaces it, or the session goes.
+		h.tailOnly = true
+	} else {
+		h.release(h.ring[h.head])
+	}
 	h.ring[h.head] = nil
 	h.head = (h.head + 1) % len(h.ring)
 	h.n--
@@ -147,10 +164,14 @@ func (h *history) expire(cutoff time.Time) int {
 	return h.n
 }
 
-// clear drops every entry but keeps the tail, which continues the chain.
+// clear drops every entry, for good: the session is gone.
 func (h *history) clear() {
 	for h.n > 0 {
 		h.dropOldest()
+	}
+	if h.tailOnly {
+		h.release(h.tail)
+		h.tailOnly = false
 	}
 	h.ring, h.head = nil, 0
 }

@@ -72,11 +72,10 @@ func TestHistory(t *testing.T) {
 	if left := h.expire(now.Add(time.Second)); left != 1 || h.held.Load() != 1 {
 		t.Fatalf("after expiry: %d left, %d bytes", left, h.held.Load())
 	}
-	if left := h.expire(now.Add(time.Hour)); left != 0 || h.held.Load() != 0 {
-		t.Fatalf("after full expiry: %d left, %d bytes", left, h.held.Load())
-	}
-	if b.used.Load() != 0 {
-		t.Fatalf("the budget still counts %d bytes of an empty history", b.used.Load())
+	// The newest entry stays held as the tail, and counted, until the next
+	// append or the session's end.
+	if left := h.expire(now.Add(time.Hour)); left != 0 || h.held.Load() != 1 || b.used.Load() != 1 {
+		t.Fatalf("after full expiry: %d left, %d bytes held, %d counted", left, h.held.Load(), b.used.Load())
 	}
 	if at, complete := h.from(10); complete || at.Seq != 11 {
 		t.Fatalf("an expired entry read as complete: at %d", at.Seq)
@@ -85,5 +84,12 @@ func TestHistory(t *testing.T) {
 	h.append(entry(1, now)) // seq 12
 	if got := chain(at); len(got) != 1 || got[0] != 12 {
 		t.Fatalf("append after full expiry: %v", got)
+	}
+	if h.held.Load() != 1 || b.used.Load() != 1 {
+		t.Fatalf("after the append: %d bytes held, %d counted, want the new entry's 1", h.held.Load(), b.used.Load())
+	}
+	h.clear()
+	if h.held.Load() != 0 || b.used.Load() != 0 {
+		t.Fatalf("after clear: %d bytes held, %d counted", h.held.Load(), b.used.Load())
 	}
 }
