@@ -25,8 +25,8 @@ const deliverBatch = 64
 
 // conn is one stream. Its receiver reads and handles client messages in
 // order; its sender owns every write to the stream and every cursor of the
-// memberships attached to it. They meet only at the bounded outbound queue,
-// so neither can block the other.
+// memberships attached to it. They meet only at the bounded outbound queue
+// (publishers only count and wake), so neither can block the other.
 type conn struct {
 	svc      *Service
 	id       string
