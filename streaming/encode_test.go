@@ -72,3 +72,42 @@ func TestEncodedAndPlainDeliveriesAgree(t *testing.T) {
 		}
 	}
 }
+
+// discardSender takes encoded deliveries and drops them.
+type discardSender struct{ sent int }
+
+func (d *discardSender) SendMsg(any) error { d.sent++; return nil }
+
+// A delivery costs no allocation on StreamHub's side: the cursor moves,
+// the shared encoding goes out, the counts are batched per pass.
+func TestDeliveryDoesNotAllocate(t *testing.T) {
+	svc := &Service{cfg: Config{}.withDefaults(), metrics: nopMetrics{}}
+	svc.budget = &budget{limit: svc.cfg.MemoryBudget}
+	r := newSessions(svc.cfg, svc.budget)
+	s := r.lock("room")
+	s.mu.Unlock()
+	from := newConn(svc, "pub", nil, context.Background(), "", time.Now())
+	c := newConn(svc, "c", nil, context.Background(), "", time.Now())
+	out := &discardSender{}
+	c.raw = out
+	m := &member{sess: s}
+	c.activate(m, 0)
+	for range deliverBatch {
+		if err := s.publish(r, from, &streamsvc.DataMessage{Type: typeData, SessionID: s.name, Data: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := m.at
+	allocs := testing.AllocsPerRun(100, func() {
+		m.at = start
+		if sent, ok := c.deliver(deliverBatch); !sent || !ok {
+			t.Fatal("nothing delivered")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per pass of %d deliveries", allocs, deliverBatch)
+	}
+	if out.sent < 100*deliverBatch {
+		t.Fatalf("%d sent", out.sent)
+	}
+}
