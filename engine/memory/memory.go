@@ -3,7 +3,8 @@
 //
 // Lock order: a session's mu may be held while taking Engine.mu (a Handler
 // called under a session's lock may subscribe another session), never the
-// other way round; no code holds two sessions' locks.
+// other way round; no code holds two sessions' locks. Clients.mu is a leaf:
+// nothing else is taken under it, and handlers are called outside it.
 package memory
 
 import (
