@@ -154,4 +154,9 @@ type Engine interface {
 	// Close stops the engine's goroutines and connections. It is
 	// idempotent; calls after it fail with ErrClosed.
 	Close() error
+
+	// Memberships keeps clients' memberships across streams and instances.
+	Memberships
+	// Clients decides which instance owns each client's stream.
+	Clients
 }

@@ -13,8 +13,12 @@ var ErrUnavailable = errors.New("engine unavailable")
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = errors.New("engine closed")
 
+// ErrFenced is returned by a fenced write whose fence is not the client's
+// current one: another stream claimed the client since.
+var ErrFenced = errors.New("engine: client claimed by a newer stream")
+
 // Result names the outcome of an operation for metrics: "ok", "unavailable",
-// "canceled", "closed" or "error".
+// "canceled", "closed", "fenced" or "error".
 func Result(err error) string {
 	switch {
 	case err == nil:
@@ -25,6 +29,8 @@ func Result(err error) string {
 		return "canceled"
 	case errors.Is(err, ErrClosed):
 		return "closed"
+	case errors.Is(err, ErrFenced):
+		return "fenced"
 	default:
 		return "error"
 	}

@@ -11,6 +11,18 @@ const (
 	OpSubscribe   = "subscribe"
 	OpUnsubscribe = "unsubscribe"
 	OpRemove      = "remove"
+
+	OpSaveMemberships   = "save_memberships"
+	OpLoadMemberships   = "load_memberships"
+	OpRetainMemberships = "retain_memberships"
+	OpKeepMemberships   = "keep_memberships"
+	OpDropMemberships   = "drop_memberships"
+	OpClaim             = "claim"
+	OpRelease           = "release"
+	OpOwner             = "owner"
+	OpHeartbeat         = "heartbeat"
+	OpAlive             = "alive"
+	OpNotify            = "notify"
 )
 
 // Observer is told about every engine operation once it ends: its name (one

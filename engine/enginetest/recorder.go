@@ -14,9 +14,22 @@ type Recorder struct {
 	mu      sync.Mutex                // guards the fields below
 	entries map[string][]engine.Entry // by session, in arrival order
 	resyncs int
+	// replaced holds the HandleReplaced calls, in arrival order.
+	replaced []Replacement
 }
 
-var _ engine.Handler = (*Recorder)(nil)
+// Replacement is one HandleReplaced call a Recorder got.
+type Replacement struct {
+	// ClientID is the client claimed elsewhere.
+	ClientID string
+	// Fence is the new owner's fence.
+	Fence uint64
+}
+
+var (
+	_ engine.Handler         = (*Recorder)(nil)
+	_ engine.ReplacedHandler = (*Recorder)(nil)
+)
 
 // NewRecorder returns an empty Recorder.
 func NewRecorder() *Recorder {
@@ -35,6 +48,20 @@ func (r *Recorder) HandleResync() {
 	r.mu.Lock()
 	r.resyncs++
 	r.mu.Unlock()
+}
+
+// HandleReplaced implements engine.ReplacedHandler.
+func (r *Recorder) HandleReplaced(clientID string, fence uint64) {
+	r.mu.Lock()
+	r.replaced = append(r.replaced, Replacement{ClientID: clientID, Fence: fence})
+	r.mu.Unlock()
+}
+
+// Replaced returns a copy of the HandleReplaced calls so far.
+func (r *Recorder) Replaced() []Replacement {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Replacement(nil), r.replaced...)
 }
 
 // Entries returns a copy of what the handler got for session.

@@ -3,7 +3,8 @@
 //
 // Lock order: a session's mu may be held while taking Engine.mu (a Handler
 // called under a session's lock may subscribe another session), never the
-// other way round; no code holds two sessions' locks.
+// other way round; no code holds two sessions' locks. Clients.mu is a leaf:
+// nothing else is taken under it, and handlers are called outside it.
 package memory
 
 import (
@@ -23,6 +24,12 @@ type Options struct {
 	Handler engine.Handler
 	// Observer is told about every operation; nil: nobody is.
 	Observer engine.Observer
+	// Instance names this engine's instance: Notify for it reaches
+	// Handler (when it is an engine.ReplacedHandler). Empty: none does.
+	Instance string
+	// Clients is the store of memberships and owners; engines given the
+	// same one share it as instances would. Nil: a store of its own.
+	Clients *Clients
 	// SweepInterval is how often expired history and sessions are dropped
 	// from memory (they are also dropped lazily when touched). Default: the
 	// smallest of TTL, MetaTTL and one minute.
@@ -34,6 +41,8 @@ type Engine struct {
 	bounds   engine.Bounds
 	handler  engine.Handler
 	observer engine.Observer
+	clients  *Clients
+	unreg    func() // undoes the registration for Notify
 
 	mu       sync.RWMutex        // guards sessions
 	sessions map[string]*session // by name
@@ -65,10 +74,16 @@ func New(opts Options) (*Engine, error) {
 			}
 		}
 	}
+	c := opts.Clients
+	if c == nil {
+		c = NewClients()
+	}
 	e := &Engine{
 		bounds:   b,
 		handler:  h,
 		observer: opts.Observer,
+		clients:  c,
+		unreg:    c.register(opts.Instance, h),
 		sessions: make(map[string]*session),
 		stop:     make(chan struct{}),
 		swept:    make(chan struct{}),
@@ -162,6 +177,7 @@ func (e *Engine) Remove(ctx context.Context, name string) (err error) {
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.closed.Store(true)
+		e.unreg()
 		close(e.stop)
 	})
 	<-e.swept
@@ -231,6 +247,7 @@ func (e *Engine) sweeper(interval time.Duration) {
 }
 
 func (e *Engine) sweep(now time.Time) {
+	e.clients.sweep(now)
 	e.mu.RLock()
 	names := make([]string, 0, len(e.sessions))
 	all := make([]*session, 0, len(e.sessions))

@@ -23,3 +23,16 @@ func TestConformance(t *testing.T) {
 		return e
 	})
 }
+
+func TestClientsConformance(t *testing.T) {
+	enginetest.RunClients(t, func(t *testing.T) enginetest.NewInstance {
+		shared := memory.NewClients()
+		return func(t *testing.T, instance string, h engine.Handler) engine.Engine {
+			e, err := memory.New(memory.Options{Bounds: engine.Bounds{Size: 10}, Handler: h, Instance: instance, Clients: shared})
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			return e
+		}
+	})
+}

@@ -150,14 +150,18 @@ func (e *Engine) connectOnce(ready func()) bool {
 }
 
 // resubscribe subscribes conn to the control channel (so that an instance
-// with no sessions still holds a connection whose loss it notices) and to
-// every subscribed session, and makes conn the one Subscribe uses.
+// with no sessions still holds a connection whose loss it notices), to the
+// instance's notify channel and to every subscribed session, and makes conn the one Subscribe uses.
 func (e *Engine) resubscribe(conn rueidis.DedicatedClient) bool {
 	e.subMu.Lock()
 	defer e.subMu.Unlock()
 	ctx, cancel := context.WithTimeout(e.ctx, e.timeout)
 	defer cancel()
-	if conn.Do(ctx, conn.B().Subscribe().Channel(e.prefix+":ctl").Build()).Error() != nil {
+	own := []string{e.prefix + ":ctl"}
+	if e.notifyCh != "" {
+		own = append(own, e.notifyCh)
+	}
+	if conn.Do(ctx, conn.B().Subscribe().Channel(own...).Build()).Error() != nil {
 		return false
 	}
 	e.mu.Lock()
@@ -182,13 +186,17 @@ func (e *Engine) resubscribe(conn rueidis.DedicatedClient) bool {
 // dispatch runs on the connection's reader: it must not block, or Redis
 // replies on the connection stall. A session always goes to the same
 // worker, which keeps its order; when that worker's queue is full the entry
-// is dropped and a resync is asked for.
+// is dropped and a resync is asked for. Notify messages go through the
+// workers too.
 func (e *Engine) dispatch(m rueidis.PubSubMessage) {
-	session, ok := e.sessionOf(m.Channel)
+	key, ok := e.sessionOf(m.Channel)
 	if !ok {
-		return
+		if m.Channel != e.notifyCh || e.notifyCh == "" {
+			return
+		}
+		key = m.Message // a notify: spread by client
 	}
-	q := e.queue[maphash.String(e.seed, session)%uint64(len(e.queue))]
+	q := e.queue[maphash.String(e.seed, key)%uint64(len(e.queue))]
 	select {
 	case q <- m:
 	default:
@@ -208,6 +216,10 @@ func (e *Engine) work(q <-chan rueidis.PubSubMessage) {
 		case <-e.ctx.Done():
 			return
 		case m := <-q:
+			if m.Channel == e.notifyCh && e.notifyCh != "" {
+				e.handleNotify(m)
+				continue
+			}
 			session, _ := e.sessionOf(m.Channel)
 			e.mu.RLock()
 			_, subscribed := e.subs[session]

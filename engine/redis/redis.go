@@ -65,7 +65,12 @@ type Options struct {
 	// Bounds limits each session's history; Size must be at least 1.
 	Bounds engine.Bounds
 	// Handler receives the entries of subscribed sessions; nil drops them.
+	// When it is an engine.ReplacedHandler it also gets the Notify calls
+	// for Instance.
 	Handler engine.Handler
+	// Instance names this engine's instance: Notify for it, from any
+	// instance, reaches Handler. Empty: this engine receives none.
+	Instance string
 	// Observer is told about every operation; nil: nobody is.
 	Observer engine.Observer
 	// Timeout bounds dialing, each connection's writes and the wait for a
@@ -83,10 +88,16 @@ type Options struct {
 
 // Engine is the Redis engine. Create it with New.
 type Engine struct {
-	client   rueidis.Client
-	publish  *rueidis.Lua
-	history  *rueidis.Lua
-	prefix   string
+	client  rueidis.Client
+	publish *rueidis.Lua
+	history *rueidis.Lua
+	claim   *rueidis.Lua
+	release *rueidis.Lua
+	// memberships is the fenced write of a client's memberships.
+	memberships *rueidis.Lua
+	prefix      string
+	// notifyCh is this instance's notify channel; empty without Instance.
+	notifyCh string
 	bounds   engine.Bounds
 	handler  engine.Handler
 	observer engine.Observer
@@ -146,23 +157,34 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	copt.Dialer.Timeout = opts.Timeout
 	copt.ConnWriteTimeout = opts.Timeout
 	copt.DisableCache = true // StreamHub reads nothing cacheable
+	// rueidis retries read-only commands (HGETALL, HMGET, EXISTS) after
+	// network errors until the caller's context ends: with Redis down a
+	// caller without a deadline would wait forever. The seam promises
+	// ErrUnavailable instead; callers decide about retrying.
+	copt.DisableRetry = true
 	copt.ClientName = "streamhub"
 	client, err := rueidis.NewClient(copt)
 	if err != nil {
 		return nil, fmt.Errorf("%w: redis %s: %w", engine.ErrUnavailable, redactedAddr(opts.Addr), err)
 	}
 	e := &Engine{
-		client:   client,
-		publish:  rueidis.NewLuaScript(commonLua + publishLua),
-		history:  rueidis.NewLuaScript(commonLua + historyLua),
-		prefix:   opts.Prefix,
-		bounds:   b,
-		handler:  opts.Handler,
-		observer: opts.Observer,
-		timeout:  opts.Timeout,
-		seed:     maphash.MakeSeed(),
-		subs:     make(map[string]struct{}),
-		lost:     make(chan struct{}, 1),
+		client:      client,
+		publish:     rueidis.NewLuaScript(commonLua + publishLua),
+		history:     rueidis.NewLuaScript(commonLua + historyLua),
+		claim:       rueidis.NewLuaScript(claimLua),
+		release:     rueidis.NewLuaScript(releaseLua),
+		memberships: rueidis.NewLuaScript(membershipsLua),
+		prefix:      opts.Prefix,
+		bounds:      b,
+		handler:     opts.Handler,
+		observer:    opts.Observer,
+		timeout:     opts.Timeout,
+		seed:        maphash.MakeSeed(),
+		subs:        make(map[string]struct{}),
+		lost:        make(chan struct{}, 1),
+	}
+	if opts.Instance != "" {
+		e.notifyCh = e.notifyChannel(opts.Instance)
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	for range opts.Workers {
