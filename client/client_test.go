@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -301,5 +302,97 @@ func TestTokens(t *testing.T) {
 	record(t, c)
 	if c.ClientID() != "bob" || calls != 2 {
 		t.Errorf("client %q after %d tokens, want bob after 2", c.ClientID(), calls)
+	}
+}
+
+// Dial returns once the server welcomed the client, whatever room the
+// user's event buffer has.
+func TestDialWithTheSmallestEventBuffer(t *testing.T) {
+	ts := startServer(t, streaming.Config{})
+	c := dial(t, ts.addr, WithClientID("tiny"), WithEventBuffer(1))
+	events := record(t, c)
+	join(t, c, "room")
+	publishAll(t, c, "room", ids("m", 0, 3))
+	checkExactlyOnce(t, events.waitMessages(t, "room", 3), ids("m", 0, 3))
+}
+
+// A publication is done only once its delivery is in the user's hands
+// (read, or waiting in the event buffer): a user that closes the client
+// right after its last publication is done has every one of its messages.
+func TestPublicationIsDoneAfterItsMessageIsHanded(t *testing.T) {
+	ts := startServer(t, streaming.Config{})
+	const buffer = 2
+	for round := range 10 {
+		c := dial(t, ts.addr, WithClientID(fmt.Sprint("p", round)), WithEventBuffer(buffer))
+		join(t, c, "room")
+		var pubs []*Publication
+		for i := range 20 {
+			p, err := c.PublishAsync(context.Background(), "room", fmt.Sprint(round, "-", i), []byte("x"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pubs = append(pubs, p)
+		}
+		got := 0
+		for ev := range c.Events() { // read slowly: after each, check the publications
+			if m, ok := ev.(*Message); ok && m.Sender == c.ClientID() {
+				got++
+			}
+			done := 0
+			for _, p := range pubs {
+				select {
+				case <-p.Done():
+					done++
+				default:
+				}
+			}
+			if done > got+buffer { // read, or in the buffer
+				t.Fatalf("round %d: %d publications done, %d of their messages read, buffer %d", round, done, got, buffer)
+			}
+			if done == len(pubs) {
+				break
+			}
+			if got == len(pubs) { // the last ones are completed right after they are handed
+				for _, p := range pubs {
+					<-p.Done()
+				}
+				break
+			}
+		}
+		// As streamhub-cli does: close once everything is done, then read
+		// what is left. Every message is there.
+		c.Close()
+		for ev := range c.Events() {
+			if m, ok := ev.(*Message); ok && m.Sender == c.ClientID() {
+				got++
+			}
+		}
+		if got != len(pubs) {
+			t.Fatalf("round %d: %d of %d messages handed before and after Close", round, got, len(pubs))
+		}
+	}
+}
+
+// A publication that was never sent is not completed by an older message
+// of the same client with the same id that a replay brings.
+func TestUnsentPublicationIsNotFoundInAReplay(t *testing.T) {
+	ts := startServer(t, streaming.Config{})
+	first := dial(t, ts.addr, WithClientID("script"))
+	record(t, first)
+	join(t, first, "room")
+	publishAll(t, first, "room", []string{"hello"})
+	first.Close()
+
+	again := dial(t, ts.addr, WithClientID("script"))
+	record(t, again)
+	if _, err := again.Join(context.Background(), "room", From(0, "")); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := again.Publish(context.Background(), "room", "hello", []byte("again"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq != 2 {
+		t.Fatalf("the second hello got seq %d, want 2 (seq 1 is the first run's)", seq)
 	}
 }

@@ -30,6 +30,8 @@ type Message struct {
 	Data []byte
 	// Time is when the server accepted the message.
 	Time time.Time
+
+	pub *Publication // the client's own publication this delivery completes, once the user has it
 }
 
 // Joined says the server made the client a member of a session, or made it

@@ -48,6 +48,18 @@ func (st *membership) pub(id string) *Publication {
 }
 
 // takePub removes and returns the publication in flight with id, or nil.
+// takeSentPub is takePub for a publication already sent: one never sent
+// cannot be in a replay, however its id matches.
+func (st *membership) takeSentPub(id string) *Publication {
+	for i, p := range st.pubs {
+		if p.id == id && p.sent {
+			st.pubs = slices.Delete(st.pubs, i, i+1)
+			return p
+		}
+	}
+	return nil
+}
+
 func (st *membership) takePub(id string) *Publication {
 	for i, p := range st.pubs {
 		if p.id == id {
@@ -228,6 +240,7 @@ func (c *Client) onWelcome(s *stream, m *streamsvc.DataMessage, evs []Event) []E
 		return evs
 	}
 	s.welcomed, s.welcomedAt = true, time.Now()
+	c.connOnce.Do(func() { close(c.connected) }) // Dial returns, whatever the user's buffer holds
 	if id := deref(m.ClientID); id != "" {
 		c.clientID = id
 	}
@@ -391,11 +404,12 @@ func (c *Client) onData(s *stream, m *streamsvc.DataMessage, evs []Event) []Even
 		msg.Time = time.UnixMilli(*m.Timestamp)
 	}
 	if msg.Sender == c.clientID && msg.ID != "" {
-		if p := st.takePub(msg.ID); p != nil {
+		if p := st.takeSentPub(msg.ID); p != nil {
 			if p.sentOn != s {
 				c.stats.FoundInReplay++
 			}
-			c.finishPub(p, seq, nil)
+			p.seq = seq
+			msg.pub = p // done once the user has the delivery (emit)
 		}
 	}
 	evs = append(evs, msg)

@@ -442,13 +442,27 @@ func (s *stream) write() {
 // emit hands events to the user in order. While the user does not read,
 // the stream is not read either (see Events). It reports false once the
 // client is closed.
+//
+// A delivery of the client's own publication completes it only once the
+// user has it: a publication is never reported done before its message is
+// in the user's hands (a caller that closes the client after its last
+// publish loses nothing).
 func (c *Client) emit(s *stream, evs []Event) bool {
-	for _, ev := range evs {
+	for i, ev := range evs {
+		var own *Publication
+		if m, ok := ev.(*Message); ok {
+			own = m.pub
+		}
 		if !c.emitOne(s, ev) {
+			for _, ev := range evs[i:] {
+				if m, ok := ev.(*Message); ok && m.pub != nil {
+					c.finishPub(m.pub, 0, ErrClosed)
+				}
+			}
 			return false
 		}
-		if ev, ok := ev.(*StateChange); ok && ev.State == StateConnected {
-			c.connOnce.Do(func() { close(c.connected) })
+		if own != nil {
+			c.finishPub(own, own.seq, nil)
 		}
 	}
 	return true
