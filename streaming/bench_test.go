@@ -46,7 +46,7 @@ func BenchmarkPublish(b *testing.B) {
 							m.at = e
 							sent++
 						}
-						conns[j].queued(-sent, -64*sent)
+						conns[j].sent(sent, 64*sent)
 					}
 				}
 			}

@@ -98,15 +98,11 @@ func (b *budget) makeRoom(r *sessions, need int64) bool {
 func (s *session) evictDownTo(level int64, b *budget, target int64) (n int, left int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	newest := int64(s.hist.tail.size())
-	for s.hist.n > 1 && (n == 0 || s.hist.held.Load()-newest > level) && b.used.Load() > target {
+	for s.hist.n > 1 && (n == 0 || s.hist.evictable() > level) && b.used.Load() > target {
 		s.hist.dropOldest()
 		n++
 	}
-	if s.hist.n <= 1 {
-		return n, 0
-	}
-	return n, s.hist.held.Load() - newest
+	return n, s.hist.evictable()
 }
 
 // evictable is what eviction can take from s: its history but the newest
@@ -114,10 +110,7 @@ func (s *session) evictDownTo(level int64, b *budget, target int64) (n int, left
 func (s *session) evictable() held {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.hist.n <= 1 {
-		return held{s, 0}
-	}
-	return held{s, s.hist.held.Load() - int64(s.hist.tail.size())}
+	return held{s, s.hist.evictable()}
 }
 
 // held is a session and the history bytes it held when looked at.

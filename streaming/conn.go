@@ -121,25 +121,23 @@ func (c *conn) isClosing() bool {
 }
 
 // queued counts n live deliveries of the given payload bytes as pending for
-// this stream (negative when they were sent or are no longer due), and
-// wakes the sender. A client that does not read (its send has been blocked
+// this stream, and wakes the sender. A client that does not read (its send has been blocked
 // since the housekeeper last looked) is a slow consumer as soon as more
 // than the byte bound is pending for it; one that reads gets the backlog
 // rule's time to catch up (see Service.check).
 func (c *conn) queued(n, bytes int64) {
 	c.pending.Add(n)
-	if c.pendingBytes.Add(bytes) > int64(c.svc.cfg.MaxPendingBytes) && bytes > 0 && c.stuck.Load() {
+	if c.pendingBytes.Add(bytes) > int64(c.svc.cfg.MaxPendingBytes) && c.stuck.Load() {
 		c.close(reasonSlowConsumer, nil)
 	}
-	if n > 0 {
-		c.q.wake()
-	}
+	c.q.wake()
 }
 
 // sent takes back n live deliveries of the given payload bytes that were
 // sent or are no longer due.
 func (c *conn) sent(n, bytes int64) {
-	c.queued(-n, -bytes)
+	c.pending.Add(-n)
+	c.pendingBytes.Add(-bytes)
 	c.svc.budget.add(-bytes)
 }
 
@@ -529,7 +527,7 @@ func (c *conn) recoverPanic() {
 // blocked past the send timeout.
 func (c *conn) send(msg *streamsvc.DataMessage) error {
 	c.sends.Add(1)
-	return c.sent1(c.stream.Send(msg))
+	return c.endSend(c.stream.Send(msg))
 }
 
 // sendEntry writes a delivery: its encoding, made once for every member,
@@ -539,11 +537,11 @@ func (c *conn) sendEntry(e *Entry) error {
 		return c.send(&e.Msg)
 	}
 	c.sends.Add(1)
-	return c.sent1(c.raw.SendMsg(&e.enc))
+	return c.endSend(c.raw.SendMsg(&e.enc))
 }
 
-// sent1 ends a send that returned err.
-func (c *conn) sent1(err error) error {
+// endSend ends a send that returned err.
+func (c *conn) endSend(err error) error {
 	c.sends.Add(1)
 	if c.stuck.Load() {
 		c.stuck.Store(false)

@@ -164,6 +164,15 @@ func (h *history) expire(cutoff time.Time) int {
 	return h.n
 }
 
+// evictable is what the budget's eviction can take: every entry held but
+// the newest, which continues the chain.
+func (h *history) evictable() int64 {
+	if h.n <= 1 {
+		return 0
+	}
+	return h.held.Load() - int64(h.tail.size())
+}
+
 // clear drops every entry, for good: the session is gone.
 func (h *history) clear() {
 	for h.n > 0 {

@@ -63,13 +63,6 @@ func (m *member) deactivate(c *conn) {
 	m.pos, m.at = m.at.Seq, nil
 }
 
-// last is the session's last seq.
-func (s *session) last() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.hist.last()
-}
-
 // peek says whether history still holds every entry after the member's
 // position, and the session's last seq, without starting the cursor.
 func (m *member) peek() (complete bool, last uint64) {

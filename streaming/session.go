@@ -79,6 +79,13 @@ func (s *session) publish(r *sessions, from *conn, msg *streamsvc.DataMessage) e
 	return nil
 }
 
+// last is the session's last seq.
+func (s *session) last() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hist.last()
+}
+
 // active is the number of members being delivered. Called with s.mu held.
 func (s *session) active() int {
 	n := 0
