@@ -37,7 +37,8 @@ type conn struct {
 	ctx      context.Context
 	raw      rawSender // the gRPC stream under stream, when deliveries may go out encoded once
 	peer     string
-	ident    *Identity // nil without authentication
+	ident    *Identity     // nil without authentication
+	fence    atomic.Uint64 // with a shared engine, the client's claim for this stream; 0 until made
 	opened   time.Time
 	q        *outQueue
 
@@ -204,7 +205,9 @@ func (c *conn) exit() {
 	}
 	now := time.Now()
 	c.detach()
-	if evicted := c.svc.pool.unregister(c, now); evicted != nil {
+	if c.svc.shared != nil {
+		c.svc.leaveShared(c)
+	} else if evicted := c.svc.pool.unregister(c, now); evicted != nil {
 		evicted.forget(c.svc.sessions)
 		c.svc.metrics.RetainedEvicted()
 	}
@@ -392,7 +395,8 @@ func (c *conn) sendFinal() {
 	}
 	for _, m := range c.cursors {
 		for target := m.sess.last(); m.at.Seq < target; {
-			if _, ok := c.deliver(deliverBatch); !ok {
+			// A cursor whose chain was restarted ends before target.
+			if sent, ok := c.deliver(deliverBatch); !ok || !sent {
 				return
 			}
 		}
@@ -406,6 +410,7 @@ func (c *conn) deliver(n int) (sent, ok bool) {
 	replayed := 0
 	ok = true
 	for _, m := range c.cursors {
+		from := m.at
 		for range n {
 			e := m.at.next.Load()
 			if e == nil {
@@ -423,6 +428,9 @@ func (c *conn) deliver(n int) (sent, ok bool) {
 			} else {
 				replayed++
 			}
+		}
+		if m.at != from {
+			m.given.Store(m.at.Seq)
 		}
 		if !ok {
 			break
@@ -447,43 +455,61 @@ func (c *conn) change(it *outItem, live bool) (reply, then *streamsvc.DataMessag
 		return it.msg, nil
 	case opJoin:
 		c.stop(m)
-		m.paused = false
+		m.paused.Store(false)
 		if !live {
-			m.pos = it.seq
+			m.setPos(it.seq)
 			return nil, nil
 		}
-		complete, _ := c.activate(m, it.seq)
+		complete, _, _ := c.activate(m, it.seq)
 		reply = control(&actJoined, m.sess.name)
-		reply.Seq, reply.Epoch, reply.Recovered = &it.last, m.sess.epoch, ptr(complete && !it.lost)
+		reply.Seq, reply.Epoch, reply.Recovered = &it.last, it.epoch, ptr(complete && !it.lost)
 		return reply, nil
 	case opRestore:
+		lost := m.lost
+		m.lost = false
 		if !live {
 			return nil, nil
 		}
 		reply = control(&actJoined, m.sess.name)
 		var complete bool
 		var last uint64
-		if m.paused {
-			complete, last = m.peek()
+		if m.paused.Load() {
+			complete, last, reply.Epoch = m.peek()
 			then = control(&actPaused, m.sess.name)
 		} else {
-			complete, last = c.activate(m, m.pos)
+			complete, last, reply.Epoch = c.activate(m, m.pos)
 		}
-		reply.Seq, reply.Epoch, reply.Recovered = &last, m.sess.epoch, &complete
+		reply.Seq, reply.Recovered = &last, ptr(complete && !lost)
+		return reply, then
+	case opRejoin:
+		c.stop(m)
+		m.setPos(it.seq)
+		m.lost = false
+		if !live {
+			return nil, nil
+		}
+		reply = control(&actJoined, m.sess.name)
+		var last uint64
+		if m.paused.Load() {
+			_, last, reply.Epoch = m.peek()
+			then = control(&actPaused, m.sess.name)
+		} else {
+			_, last, reply.Epoch = c.activate(m, it.seq)
+		}
+		reply.Seq, reply.Recovered = &last, ptr(false)
 		return reply, then
 	case opPause:
 		c.stop(m)
-		m.paused = true
+		m.paused.Store(true)
 		return control(&actPaused, m.sess.name), nil
 	case opResume:
-		wasPaused := m.paused
-		m.paused = false
+		wasPaused := m.paused.Swap(false)
 		if !live {
 			return nil, nil
 		}
 		complete, last := true, m.sess.last()
 		if wasPaused {
-			complete, last = c.activate(m, m.pos)
+			complete, last, _ = c.activate(m, m.pos)
 		}
 		reply = control(&actResumed, m.sess.name)
 		reply.Seq, reply.Recovered = &last, &complete
@@ -500,10 +526,10 @@ func (c *conn) change(it *outItem, live bool) (reply, then *streamsvc.DataMessag
 }
 
 // activate starts delivering m's entries after seq.
-func (c *conn) activate(m *member, seq uint64) (complete bool, last uint64) {
-	complete, last = m.activate(c, seq)
+func (c *conn) activate(m *member, seq uint64) (complete bool, last uint64, epoch *string) {
+	complete, last, epoch = m.activate(c, seq)
 	c.cursors = append(c.cursors, m)
-	return complete, last
+	return complete, last, epoch
 }
 
 // stop stops delivering m's entries, keeping its position.

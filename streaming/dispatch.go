@@ -1,6 +1,7 @@
 package streaming
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -70,7 +71,13 @@ func (c *conn) publish(msg *streamsvc.DataMessage) {
 	if m != nil {
 		// Members of sessions attached to a live stream are never removed
 		// under it, so the session is still there.
-		if err := m.sess.publish(c.svc.sessions, c, msg); err != nil {
+		var err error
+		if c.svc.shared != nil {
+			err = c.svc.publishShared(c, m.sess, msg)
+		} else {
+			err = m.sess.publish(c.svc.sessions, c, msg)
+		}
+		if err != nil {
 			c.refuse(msg, err.Error())
 		}
 	}
@@ -95,7 +102,20 @@ func (c *conn) joinSession(msg *streamsvc.DataMessage, implicit bool) (*member, 
 		m, it, full := c.join(msg, implicit)
 		cl.mu.Unlock()
 		if !full {
+			if c.svc.shared != nil && m != nil {
+				signal(c.svc.shared.kick)
+			}
 			return m, it
+		}
+		if c.svc.shared != nil {
+			// Not loaded here yet: load it, then join.
+			err := c.svc.loadSession(*msg.SessionID)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, errTooManySessions) {
+				return nil, refusal(msg, err.Error())
+			}
 		}
 		if !c.svc.makeRoom() {
 			return nil, refusal(msg, fmt.Sprintf("too many sessions on this server: at most %d", c.svc.cfg.MaxSessions))
@@ -144,6 +164,9 @@ func (c *conn) control(msg *streamsvc.DataMessage) {
 		return
 	}
 	c.reply(it)
+	if c.svc.shared != nil {
+		signal(c.svc.shared.kick)
+	}
 }
 
 // join makes the client a member of msg's session, or moves its position
@@ -177,13 +200,16 @@ func (c *conn) join(msg *streamsvc.DataMessage, implicit bool) (_ *member, _ out
 		s.mu.Lock()
 	}
 	last := s.hist.last()
-	it := outItem{op: opJoin, m: m, seq: last, last: last}
+	it := outItem{op: opJoin, m: m, seq: last, last: last, epoch: s.epoch}
 	switch {
 	case implicit || msg.Seq == nil:
 	case msg.Epoch != nil && *msg.Epoch != *s.epoch:
 		it.lost = true // replay nothing
 	default:
 		it.seq = min(*msg.Seq, last)
+	}
+	if !m.active.Load() {
+		m.given.Store(it.seq) // for the membership store, until the sender applies the join
 	}
 	s.mu.Unlock()
 	return m, it, false

@@ -221,6 +221,7 @@ func TestReplacingAStuckStreamIsPrompt(t *testing.T) {
 // vanish never make the server refuse a live client: retained state makes
 // room, oldest first, and clients without memberships are not kept.
 func TestChurnNeverLocksOutLiveClients(t *testing.T) {
+	notShared(t, "memberships are retained here, not in a shared engine")
 	const limit, clients = 500, 1500
 	ts := startServer(t, Config{MaxSessions: limit, MaxRetainedClients: 1000})
 	cc := ts.dial(t)
@@ -264,6 +265,7 @@ func TestChurnNeverLocksOutLiveClients(t *testing.T) {
 
 // The retained-client bound forgets the oldest first.
 func TestRetainedClientsAreBounded(t *testing.T) {
+	notShared(t, "memberships are retained here, not in a shared engine")
 	ts := startServer(t, Config{MaxRetainedClients: 3})
 	for i := range 5 {
 		c := ts.open(t, fmt.Sprint("c", i))

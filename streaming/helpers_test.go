@@ -69,6 +69,9 @@ func startServerFull(t testing.TB, cfg Config, svcOpts []Option, wrap func(*Serv
 		t.Fatal(err)
 	}
 	m := newCountingMetrics()
+	if testEngine != "" && len(svcOpts) == 0 {
+		svcOpts = []Option{engineOption(t, testEngine, cfg, nil)}
+	}
 	svc := New(cfg, append([]Option{WithMetrics(m)}, svcOpts...)...)
 	var served streamsvc.Service = svc
 	if wrap != nil {

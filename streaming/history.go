@@ -185,6 +185,15 @@ func (h *history) clear() {
 	h.ring, h.head = nil, 0
 }
 
+// restart abandons the chain for a new one that continues after seq: the
+// session's order was broken (another epoch, or entries the store no longer
+// has), and cursors on the old chain stop at its end. Every entry held is
+// dropped.
+func (h *history) restart(seq uint64) {
+	h.clear()
+	h.tail = &Entry{Seq: seq}
+}
+
 // newEpoch returns a random identifier for a session incarnation.
 func newEpoch() string {
 	var b [8]byte

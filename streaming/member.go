@@ -22,11 +22,25 @@ type member struct {
 	// then. Written by the sender under sess.mu.
 	active atomic.Bool
 
+	// stopTail is the session's tail when a restart of its history
+	// stopped the cursor (see session.restart); nil otherwise. Guarded by
+	// sess.mu.
+	stopTail *Entry
+
+	// given is the last seq handed to the stream, for the engine's
+	// membership store, which reads it without the sender.
+	given atomic.Uint64
+
+	// paused is set while the client has paused the membership. Written by
+	// the sender (or under client.mu while retained); read by the
+	// membership store's saver.
+	paused atomic.Bool
+
 	// Owned by the attached connection's sender, or guarded by client.mu
 	// while retained.
 	at       *Entry // last entry handed to the stream while active
 	pos      uint64 // last seq handed to the stream while not active
-	paused   bool
+	lost     bool   // the retained position is of another epoch: a restore recovers nothing
 	liveFrom uint64 // entries after this seq were published while active: live, not replayed
 	liveCum  uint64 // the session's payload bytes at liveFrom
 }
@@ -34,15 +48,17 @@ type member struct {
 // activate points the cursor after seq and starts counting new entries as
 // pending for c. complete says whether history held every entry after seq;
 // last is the session's last seq. Called by c's sender.
-func (m *member) activate(c *conn, seq uint64) (complete bool, last uint64) {
+func (m *member) activate(c *conn, seq uint64) (complete bool, last uint64, epoch *string) {
 	s := m.sess
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m.at, complete = s.hist.from(seq)
 	tail := s.hist.tail
 	m.liveFrom, m.liveCum = tail.Seq, tail.cum
+	m.stopTail = nil
 	m.active.Store(true)
-	return complete, tail.Seq
+	m.given.Store(m.at.Seq)
+	return complete, tail.Seq, s.epoch
 }
 
 // deactivate stops the cursor where it is and takes back from c what was
@@ -53,8 +69,12 @@ func (m *member) deactivate(c *conn) {
 	}
 	s := m.sess
 	s.mu.Lock()
-	m.active.Store(false)
 	tail := s.hist.tail
+	if !m.active.Load() && m.stopTail != nil {
+		tail = m.stopTail // counted up to where the restart stopped it
+	}
+	m.active.Store(false)
+	m.stopTail = nil
 	s.mu.Unlock()
 	from, cum := max(m.at.Seq, m.liveFrom), max(m.at.cum, m.liveCum)
 	if tail.Seq > from {
@@ -63,12 +83,18 @@ func (m *member) deactivate(c *conn) {
 	m.pos, m.at = m.at.Seq, nil
 }
 
+// setPos sets the position of a member that is not active.
+func (m *member) setPos(seq uint64) {
+	m.pos = seq
+	m.given.Store(seq)
+}
+
 // peek says whether history still holds every entry after the member's
 // position, and the session's last seq, without starting the cursor.
-func (m *member) peek() (complete bool, last uint64) {
+func (m *member) peek() (complete bool, last uint64, epoch *string) {
 	s := m.sess
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, complete = s.hist.from(m.pos)
-	return complete, s.hist.last()
+	return complete, s.hist.last(), s.epoch
 }

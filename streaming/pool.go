@@ -19,6 +19,8 @@ type client struct {
 	retained   *list.Element // in pool.retained while no stream is live and memberships remain
 	detachedAt time.Time     // when the last stream ended
 
+	claimMu sync.Mutex // with a shared engine, orders its streams' claims as they registered
+
 	mu      sync.Mutex         // guards the fields below
 	conn    *conn              // the connection the memberships are attached to
 	members map[string]*member // by session name
@@ -116,6 +118,32 @@ func (p *pool) unregister(c *conn, now time.Time) (evicted *client) {
 	cl.retained = p.retained.PushBack(cl)
 	if p.retained.Len() > p.maxRetained {
 		return p.popRetained()
+	}
+	return nil
+}
+
+// unregisterShared frees c's slot unless a newer stream already holds it,
+// and forgets its client, whose memberships the shared engine keeps. It
+// reports whether it did; the caller then drops the memberships here.
+func (p *pool) unregisterShared(c *conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cl := c.client
+	if cl.live != c {
+		return false
+	}
+	cl.live = nil
+	p.unslot(c)
+	delete(p.clients, cl.id)
+	return true
+}
+
+// live returns the live stream of the client, or nil.
+func (p *pool) live(clientID string) *conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cl := p.clients[clientID]; cl != nil {
+		return cl.live
 	}
 	return nil
 }

@@ -17,17 +17,19 @@ const (
 	opPause            // stop the cursor; reply paused
 	opResume           // restart a paused cursor; reply resumed
 	opLeave            // let go of the member; reply left
+	opRejoin           // the session's history restarted: point the cursor at its start; reply joined, recovered false
 )
 
 // outItem is one thing a connection's sender has to do: send a message as
 // is, or apply a membership change and send its reply.
 type outItem struct {
-	msg  *streamsvc.DataMessage // a message to send as is
-	op   memberOp
-	m    *member
-	seq  uint64 // opJoin: the position the join fixed
-	last uint64 // opJoin: the session's last seq when the join was served
-	lost bool   // opJoin: the client asked for another epoch
+	msg   *streamsvc.DataMessage // a message to send as is
+	op    memberOp
+	m     *member
+	seq   uint64  // opJoin, opRejoin: the position fixed
+	last  uint64  // opJoin: the session's last seq when the join was served
+	epoch *string // opJoin: the session's epoch when the join was served
+	lost  bool    // opJoin: the client asked for another epoch
 }
 
 // outQueue is a connection's queue of replies, errors, probes and

@@ -119,6 +119,7 @@ func TestHalfCloseCompletesReplays(t *testing.T) {
 // An expiring client object must not remove the membership its successor
 // (same ID) just made.
 func TestExpiryLeavesANewerMembershipAlone(t *testing.T) {
+	notShared(t, "memberships are retained here, not in a shared engine")
 	ts := startServer(t, Config{})
 	x := ts.open(t, "x")
 	x.welcome()

@@ -24,6 +24,7 @@ type Service struct {
 	pool     *pool
 	sessions *sessions
 	budget   *budget
+	shared   *shared // nil: sessions are this process's own
 
 	stop         chan struct{} // closed by Shutdown to stop the housekeeper
 	wg           sync.WaitGroup
@@ -74,6 +75,12 @@ func New(cfg Config, opts ...Option) *Service {
 	s.budget.metrics, s.budget.logCtx = s.metrics, s.logCtx
 	s.wg.Add(1)
 	go s.housekeep()
+	if s.shared != nil {
+		s.sessions.shared = s.shared
+		s.wg.Add(2)
+		go s.syncLoop()
+		go s.keepLoop()
+	}
 	return s
 }
 
@@ -136,9 +143,18 @@ func (s *Service) StreamData(ctx context.Context, p *streamsvc.StreamDataPayload
 	}
 	c.running.Store(1)
 	defer c.exit()
+	if s.shared != nil {
+		if err := s.claim(c); err != nil {
+			c.close(reasonClientGone, err)
+			return err
+		}
+	}
 	c.start() // the welcome goes out now, whatever the old stream does
-	if old != nil {
+	switch {
+	case old != nil:
 		s.replace(c, old)
+	case s.shared != nil:
+		s.restore(c)
 	}
 	return c.serve()
 }

@@ -11,14 +11,20 @@ import (
 
 // session is a named conversation: its history and its members.
 type session struct {
-	name  *string // shared by every entry and reply about this session
-	epoch *string
+	name *string // shared by every entry and reply about this session
+
+	// With a shared engine, closed once the session's position and
+	// history were read from it; loadErr says why not. Nil otherwise.
+	loaded  chan struct{}
+	loadErr error
 
 	mu       sync.Mutex // guards the fields below
 	hist     *history
 	members  map[*member]struct{} // attached and retained; a leaving member stays until its sender lets go
 	attached int                  // members with a connection
 	removed  bool                 // set when the registry dropped it; a new one takes the name
+	epoch    *string              // shared by every entry and reply of the epoch
+	heard    time.Time            // with a shared engine: when an entry was last applied
 
 	// Guarded by the registry's lock.
 	idle   *list.Element // in sessions.idle while attached == 0
@@ -30,33 +36,15 @@ type session struct {
 // connection. seq is assigned here, under the session's lock, and nowhere
 // else, so every member sees one order. It refuses the message, and changes
 // nothing, when it does not fit the memory budget even after eviction.
+// With a shared engine, the engine assigns seq instead (see
+// Service.publishShared).
 func (s *session) publish(r *sessions, from *conn, msg *streamsvc.DataMessage) error {
-	enc, payload := encodeDelivery(s.name, from.clientID, msg.ID, s.epoch, msg.Data)
-	e := &Entry{}
-	e.Msg = streamsvc.DataMessage{
-		Type:      typeData,
-		SessionID: s.name,
-		Data:      payload,
-		Timestamp: &e.ts,
-		Seq:       &e.Seq, // set by append
-		ClientID:  from.clientID,
-		ID:        msg.ID,
-		Epoch:     s.epoch,
-	}
+	e, enc := s.newEntry(from.clientID, msg.ID, s.epoch, msg.Data)
 	size := int64(e.size())
 	s.mu.Lock()
-	// The entry is held once by history and once more for each active
-	// member until sent. Count them only when the budget is tight.
-	if size > 0 && !r.budget.fits(size*int64(1+len(s.members))) {
-		if need := size * int64(1+s.active()); !r.budget.fits(need) {
-			s.mu.Unlock() // eviction takes the largest sessions' locks, this one's perhaps
-			room := r.budget.makeRoom(r, need)
-			s.mu.Lock()
-			if !room && !r.budget.fits(size*int64(1+s.active())) {
-				s.mu.Unlock()
-				return errMemoryBudget
-			}
-		}
+	if err := s.fit(r, size); err != nil {
+		s.mu.Unlock()
+		return err
 	}
 	defer s.mu.Unlock()
 	// Stamped under the lock, so that accept times never go back as seq
@@ -64,10 +52,55 @@ func (s *session) publish(r *sessions, from *conn, msg *streamsvc.DataMessage) e
 	e.Accepted = time.Now()
 	e.ts = e.Accepted.UnixMilli()
 	e.enc.Set(appendSeqTime(enc, s.hist.last()+1, e.ts)) // the seq append gives it, before senders can see it
+	s.add(r, e)
+	return nil
+}
+
+// newEntry builds an entry of this session but for its seq and accept
+// time, and returns it with its encoding so far.
+func (s *session) newEntry(clientID, id, epoch *string, data []byte) (*Entry, []byte) {
+	enc, payload := encodeDelivery(s.name, clientID, id, epoch, data)
+	e := &Entry{}
+	e.Msg = streamsvc.DataMessage{
+		Type:      typeData,
+		SessionID: s.name,
+		Data:      payload,
+		Timestamp: &e.ts,
+		Seq:       &e.Seq, // set by append
+		ClientID:  clientID,
+		ID:        id,
+		Epoch:     epoch,
+	}
+	return e, enc
+}
+
+// fit makes sure an entry of size bytes fits the memory budget: the entry
+// is held once by history and once more for each active member until sent.
+// The members are counted only when the budget is tight. Called with s.mu
+// held, which it may let go of and take again while it makes room.
+func (s *session) fit(r *sessions, size int64) error {
+	if size == 0 || r.budget.fits(size*int64(1+len(s.members))) {
+		return nil
+	}
+	if need := size * int64(1+s.active()); !r.budget.fits(need) {
+		s.mu.Unlock() // eviction takes the largest sessions' locks, this one's perhaps
+		room := r.budget.makeRoom(r, need)
+		s.mu.Lock()
+		if !room && !r.budget.fits(size*int64(1+s.active())) {
+			return errMemoryBudget
+		}
+	}
+	return nil
+}
+
+// add appends e, whose seq follows the session's last, and counts it as
+// pending for every active member. Called with s.mu held.
+func (s *session) add(r *sessions, e *Entry) {
 	s.hist.append(e)
 	if s.hist.n == 1 {
 		r.schedule(s, e.Accepted)
 	}
+	size := int64(e.size())
 	pending := int64(0)
 	for m := range s.members {
 		if m.active.Load() {
@@ -76,7 +109,6 @@ func (s *session) publish(r *sessions, from *conn, msg *streamsvc.DataMessage) e
 		}
 	}
 	r.budget.add(pending)
-	return nil
 }
 
 // last is the session's last seq.
@@ -127,8 +159,8 @@ func (s *session) drop(r *sessions, m *member) {
 	}
 	s.detach(r, m)
 	delete(s.members, m)
-	if len(s.members) == 0 && s.hist.n == 0 {
-		r.remove(s)
+	if len(s.members) == 0 && (s.hist.n == 0 || r.shared != nil) {
+		r.remove(s) // with a shared engine, history stays in the engine
 	}
 }
 
@@ -143,6 +175,7 @@ type sessions struct {
 	size, maxBytes int // history bounds of each session
 	max            int // sessions that may exist at once
 	budget         *budget
+	shared         *shared // nil: sessions are this process's own
 
 	mu   sync.Mutex // guards the fields below and each session's idle, expiry and due
 	m    map[string]*session
@@ -157,10 +190,18 @@ func newSessions(cfg Config, b *budget) *sessions {
 // lock returns the session called name, created if needed, with its lock
 // held, or nil when it does not exist and no more may be created. A
 // session removed concurrently is never returned.
+//
+// With a shared engine, sessions are created by Service.loadSession, and
+// lock waits for one being loaded; nil then also means it is not loaded.
 func (r *sessions) lock(name string) *session {
 	for {
-		s := r.getOrCreate(name)
-		if s == nil {
+		var s *session
+		if r.shared != nil {
+			if s = r.get(name); s == nil {
+				return nil
+			}
+			<-s.loaded
+		} else if s = r.getOrCreate(name); s == nil {
 			return nil
 		}
 		s.mu.Lock()
@@ -179,11 +220,18 @@ func (r *sessions) getOrCreate(name string) *session {
 		if r.max > 0 && len(r.m) >= r.max {
 			return nil
 		}
-		s = &session{name: &name, epoch: ptr(newEpoch()), hist: newHistory(r.size, r.maxBytes, r.budget),
-			members: make(map[*member]struct{}), expiry: -1}
-		s.idle = r.idle.PushBack(s)
-		r.m[name] = s
+		s = r.newSession(name)
+		s.epoch = ptr(newEpoch())
 	}
+	return s
+}
+
+// newSession adds a session called name. Called with r.mu held.
+func (r *sessions) newSession(name string) *session {
+	s := &session{name: &name, hist: newHistory(r.size, r.maxBytes, r.budget),
+		members: make(map[*member]struct{}), expiry: -1}
+	s.idle = r.idle.PushBack(s)
+	r.m[name] = s
 	return s
 }
 
@@ -246,6 +294,9 @@ func (r *sessions) remove(s *session) {
 	}
 	if s.expiry >= 0 {
 		heap.Remove(&r.exp, s.expiry)
+	}
+	if r.shared != nil {
+		r.shared.forget(*s.name)
 	}
 }
 
