@@ -27,6 +27,7 @@ const waitTimeout = 10 * time.Second
 // testServer is a StreamHub service behind a real gRPC server on loopback.
 type testServer struct {
 	svc     *Service
+	grpc    *grpc.Server
 	addr    string
 	metrics *countingMetrics
 }
@@ -97,7 +98,7 @@ func startServerFull(t testing.TB, cfg Config, svcOpts []Option, wrap func(*Serv
 		gs.Stop()
 		<-serving
 	})
-	return &testServer{svc: svc, addr: lis.Addr().String(), metrics: m}
+	return &testServer{svc: svc, grpc: gs, addr: lis.Addr().String(), metrics: m}
 }
 
 // dial returns a client connection to the server, closed when the test ends.

@@ -570,19 +570,39 @@ func (s *Service) keepLoop() {
 			if !full && saved[c] == sum {
 				continue
 			}
-			ctx, cancel := call()
-			err := sh.eng.SaveMemberships(ctx, c.id, fence, buf)
-			cancel()
-			switch {
-			case err == nil:
+			if err := s.save(c, fence, buf); err == nil {
 				live[c] = sum
-			case errors.Is(err, engine.ErrFenced):
-				c.close(reasonReplaced, nil) // claimed elsewhere, and the notice was lost
 			}
 		}
 		clear(conns)
 		saved = live
 	}
+}
+
+// save saves the memberships of c's client. A fenced write means another
+// stream claimed the client (and the notice was lost): c ends, replaced.
+// Unless the client has no owner at all: the engine lost its data, and c
+// claims the client again.
+func (s *Service) save(c *conn, fence uint64, ms []engine.Membership) error {
+	ctx, cancel := call()
+	defer cancel()
+	eng := s.shared.eng
+	err := eng.SaveMemberships(ctx, c.id, fence, ms)
+	if !errors.Is(err, engine.ErrFenced) {
+		return err
+	}
+	owner, _, oerr := eng.Owner(ctx, c.id)
+	if oerr != nil {
+		return oerr
+	}
+	if owner != "" {
+		c.close(reasonReplaced, nil)
+		return err
+	}
+	if err := s.claim(c); err != nil {
+		return err
+	}
+	return eng.SaveMemberships(ctx, c.id, c.fence.Load(), ms)
 }
 
 // heartbeat says this instance is alive, and notes whether the engine
