@@ -46,10 +46,12 @@ build:
 run:
 	$(GO) run ./cmd/streamhub $(ARGS)
 
-## test: vet, the race-enabled tests, and check-gen when protoc is present
+## test: vet, the race-enabled tests, the service's whole suite again on the Redis engine
+## (skipped without redis-server), and check-gen when protoc is present
 test:
 	$(GO) vet ./...
 	$(GO) test -race -timeout 5m ./...
+	STREAMHUB_TEST_ENGINE=redis $(GO) test -count=1 -timeout 5m ./streaming/
 	@if command -v protoc >/dev/null 2>&1; then $(MAKE) --no-print-directory check-gen; \
 	else echo "protoc not found: check-gen skipped"; fi
 
