@@ -20,6 +20,10 @@ if not epoch then
   -- of an older epoch must not mix with the new one.
   epoch, seq, bytes, last = ARGV[5], 0, 0, 0
   redis.call('del', stream)
+elseif bytes > 0 and redis.call('exists', stream) == 0 then
+  -- The stream expired under a live meta (its entries had all aged out):
+  -- their bytes went with it.
+  bytes = 0
 end
 seq = seq + 1
 local accepted = math.max(now_ms(), last)
