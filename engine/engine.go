@@ -54,8 +54,8 @@ type Position struct {
 // most Size of them, at most MaxBytes of Data in total (the newest entry is
 // always kept, however large), none older than TTL. The session's meta (epoch
 // and seq) outlives its history so that seq stays monotonic, and goes MetaTTL
-// after the session's last publish, so that a name used again later starts a
-// new epoch.
+// after the session's last publish (or later, when Engine.Touch keeps it), so
+// that a name used again later starts a new epoch.
 type Bounds struct {
 	// Size is the number of entries kept; it must be at least 1.
 	Size int
@@ -65,8 +65,9 @@ type Bounds struct {
 	// do not age out.
 	TTL time.Duration
 	// MetaTTL is how long a session's epoch and seq outlive its last
-	// publish (or its creation by History). Zero means TTL plus one hour,
-	// and never when TTL is 0. A value below TTL is raised to TTL.
+	// publish (or its creation by History), unless Touch keeps them longer.
+	// Zero means TTL plus one hour, and never when TTL is 0. A value below
+	// TTL is raised to TTL.
 	MetaTTL time.Duration
 }
 
@@ -151,6 +152,14 @@ type Engine interface {
 	// Remove drops the session's history and meta: its next Publish or
 	// History starts a new epoch. Subscriptions stay.
 	Remove(ctx context.Context, session string) error
+	// Touch keeps the sessions' meta (epoch and seq) for at least ttl from
+	// now: a session's meta otherwise goes MetaTTL after its last publish,
+	// and an instance whose clients are members of a session (live, or
+	// retained for a reconnect) keeps its epoch while they are. It never
+	// shortens what a publish or an earlier Touch gave, creates no meta for
+	// a session that has none, and touches nothing else. A publish after it
+	// does not shorten it either.
+	Touch(ctx context.Context, ttl time.Duration, sessions ...string) error
 	// Close stops the engine's goroutines and connections. It is
 	// idempotent; calls after it fail with ErrClosed.
 	Close() error

@@ -11,6 +11,7 @@ const (
 	OpSubscribe   = "subscribe"
 	OpUnsubscribe = "unsubscribe"
 	OpRemove      = "remove"
+	OpTouch       = "touch"
 
 	OpSaveMemberships   = "save_memberships"
 	OpLoadMemberships   = "load_memberships"

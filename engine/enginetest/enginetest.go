@@ -63,6 +63,29 @@ func Run(t *testing.T, newEngine NewEngine) {
 		e, _ := open(t, engine.Bounds{Size: 100, TTL: 100 * time.Millisecond, MetaTTL: 300 * time.Millisecond})
 		testMetaExpires(t, e)
 	})
+	for _, b := range []engine.Bounds{
+		{Size: 100, TTL: 100 * time.Millisecond, MetaTTL: 300 * time.Millisecond},
+		{Size: 100, MetaTTL: 300 * time.Millisecond}, // entries never age out
+	} {
+		t.Run(fmt.Sprintf("TouchKeepsMeta/TTL=%v", b.TTL), func(t *testing.T) {
+			e, _ := open(t, b)
+			testTouchKeepsMeta(t, e, b)
+		})
+	}
+	t.Run("TouchNeverShortens", func(t *testing.T) {
+		b := engine.Bounds{Size: 100, TTL: 100 * time.Millisecond, MetaTTL: 300 * time.Millisecond}
+		e, _ := open(t, b)
+		testTouchNeverShortens(t, e, b)
+	})
+	t.Run("PublishKeepsLongerTouch", func(t *testing.T) {
+		b := engine.Bounds{Size: 100, TTL: 100 * time.Millisecond, MetaTTL: 300 * time.Millisecond}
+		e, _ := open(t, b)
+		testPublishKeepsLongerTouch(t, e, b)
+	})
+	t.Run("TouchMissingSession", func(t *testing.T) {
+		e, _ := open(t, engine.Bounds{Size: 100, MetaTTL: time.Minute})
+		testTouchMissing(t, e)
+	})
 	t.Run("ReadsAtPositions", func(t *testing.T) {
 		e, _ := open(t, engine.Bounds{Size: 100})
 		testPositions(t, e)
@@ -305,6 +328,109 @@ func testMetaExpires(t *testing.T, e engine.Engine) {
 	}
 }
 
+// testTouchKeepsMeta: a session touched again and again with ttl MetaTTL
+// keeps its epoch, seq (and, when entries do not age out, its history) well
+// past MetaTTL after its last publish, while an untouched one published at
+// the same time expires; once touching stops, it expires too.
+func testTouchKeepsMeta(t *testing.T, e engine.Engine, b engine.Bounds) {
+	ttl := b.MetaTTL
+	published := time.Now()
+	first := mustPublish(t, e, "s", pub("c", "1", "a"))
+	untouched := mustPublish(t, e, "untouched", pub("c", "1", "a"))
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(published) < 3*ttl {
+		touched := time.Now()
+		mustTouch(t, e, ttl, "s")
+		<-tick.C
+		hist, pos := mustHistory(t, e, "s", 0, -1)
+		if pos != (engine.Position{Seq: 1, Epoch: first.Epoch}) {
+			tooSlow(t, touched, ttl)
+			t.Fatalf("%v after the publish, touched %v ago with ttl %v: position %+v, want seq 1 in epoch %q",
+				time.Since(published), time.Since(touched), ttl, pos, first.Epoch)
+		}
+		if b.TTL == 0 {
+			assertSeqs(t, hist, 1, 1) // a kept epoch keeps entries that never age out
+		}
+	}
+	if _, pos := mustHistory(t, e, "untouched", 0, -1); pos.Epoch == untouched.Epoch {
+		t.Fatalf("a session nobody touched kept its epoch %v after its publish: MetaTTL is %v, so the test proves nothing",
+			time.Since(published), ttl)
+	}
+	var pos engine.Position
+	Eventually(t, "the meta to expire once touching stopped", func() bool {
+		_, pos = mustHistory(t, e, "s", 0, -1)
+		return pos.Epoch != first.Epoch
+	})
+	if pos.Seq != 0 {
+		t.Fatalf("after touching stopped the session reads as %+v, want seq 0 in a new epoch", pos)
+	}
+}
+
+// testTouchNeverShortens: a Touch with a tiny, zero or negative ttl right
+// after a publish leaves the meta the MetaTTL the publish gave.
+func testTouchNeverShortens(t *testing.T, e engine.Engine, b engine.Bounds) {
+	published := time.Now()
+	first := mustPublish(t, e, "s", pub("c", "1", "a"))
+	for _, ttl := range []time.Duration{time.Millisecond, time.Microsecond, 0, -time.Second} {
+		mustTouch(t, e, ttl, "s")
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(published) < b.MetaTTL*2/3 {
+		_, pos := mustHistory(t, e, "s", 0, -1)
+		if pos != (engine.Position{Seq: 1, Epoch: first.Epoch}) {
+			tooSlow(t, published, b.MetaTTL)
+			t.Fatalf("%v after the publish and a Touch with a tiny ttl: position %+v, want seq 1 in epoch %q (MetaTTL %v)",
+				time.Since(published), pos, first.Epoch, b.MetaTTL)
+		}
+		<-tick.C
+	}
+}
+
+// testPublishKeepsLongerTouch: a Touch longer than MetaTTL is kept across a
+// later Touch with a tiny ttl and a later publish.
+func testPublishKeepsLongerTouch(t *testing.T, e engine.Engine, b engine.Bounds) {
+	long := 5 * b.MetaTTL
+	mustPublish(t, e, "s", pub("c", "1", "a"))
+	touched := time.Now()
+	mustTouch(t, e, long, "s")
+	mustTouch(t, e, time.Millisecond, "s")
+	published := time.Now()
+	second := mustPublish(t, e, "s", pub("c", "2", "b"))
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(published) < 2*b.MetaTTL {
+		<-tick.C
+		_, pos := mustHistory(t, e, "s", 0, -1)
+		if pos != (engine.Position{Seq: 2, Epoch: second.Epoch}) {
+			tooSlow(t, touched, long)
+			t.Fatalf("%v after a publish that followed a Touch for %v: position %+v, want seq 2 in epoch %q (MetaTTL %v)",
+				time.Since(published), long, pos, second.Epoch, b.MetaTTL)
+		}
+	}
+}
+
+// testTouchMissing: Touch of sessions that have no meta succeeds and gives
+// none (the backends' own tests check that it stores nothing).
+func testTouchMissing(t *testing.T, e engine.Engine) {
+	mustTouch(t, e, time.Minute, "ghost", "other-ghost")
+	mustTouch(t, e, time.Minute) // no sessions at all
+	hist, pos := mustHistory(t, e, "ghost", 0, -1)
+	if len(hist) != 0 || pos.Seq != 0 || pos.Epoch == "" {
+		t.Fatalf("a touched missing session: %d entries at %+v, want none at seq 0 with an epoch", len(hist), pos)
+	}
+	ent := mustPublish(t, e, "gone", pub("c", "1", "a"))
+	if err := e.Remove(context.Background(), "gone"); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	mustTouch(t, e, time.Minute, "gone")
+	hist, pos = mustHistory(t, e, "gone", 0, -1)
+	if len(hist) != 0 || pos.Seq != 0 || pos.Epoch == ent.Epoch {
+		t.Fatalf("a removed, then touched session: %d entries at %+v, want none at seq 0 in a new epoch", len(hist), pos)
+	}
+}
+
 func testPositions(t *testing.T, e engine.Engine) {
 	for i := range 10 {
 		mustPublish(t, e, "s", pub("c", fmt.Sprint(i), "x"))
@@ -426,6 +552,9 @@ func testCanceled(t *testing.T, e engine.Engine) {
 	if err := e.Remove(ctx, "s"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Remove with a canceled context: %v, want context.Canceled", err)
 	}
+	if err := e.Touch(ctx, time.Minute, "s"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Touch with a canceled context: %v, want context.Canceled", err)
+	}
 	hist, pos := mustHistory(t, e, "s", 0, -1)
 	if pos.Seq != 1 || len(hist) != 1 {
 		t.Fatalf("after canceled calls: %d entries at %+v, want the one published before", len(hist), pos)
@@ -449,6 +578,19 @@ func testClose(t *testing.T, e engine.Engine) {
 	}
 	if err := e.Subscribe(ctx, "s"); !errors.Is(err, engine.ErrClosed) {
 		t.Fatalf("Subscribe after Close: %v, want ErrClosed", err)
+	}
+	if err := e.Touch(ctx, time.Minute, "s"); !errors.Is(err, engine.ErrClosed) {
+		t.Fatalf("Touch after Close: %v, want ErrClosed", err)
+	}
+}
+
+// tooSlow skips a test whose read found the meta gone when the read may
+// have come after what kept it, begun at start, ran out: the machine was
+// too slow for the test to tell a fault from a meta that rightly expired.
+func tooSlow(t *testing.T, start time.Time, ttl time.Duration) {
+	t.Helper()
+	if took := time.Since(start); took >= ttl {
+		t.Skipf("the read ended %v after what kept the meta for %v began: too slow to tell", took, ttl)
 	}
 }
 
@@ -489,6 +631,13 @@ func mustHistory(t *testing.T, e engine.Engine, session string, after uint64, li
 		t.Fatalf("History(%q): %v", session, err)
 	}
 	return hist, pos
+}
+
+func mustTouch(t *testing.T, e engine.Engine, ttl time.Duration, sessions ...string) {
+	t.Helper()
+	if err := e.Touch(context.Background(), ttl, sessions...); err != nil {
+		t.Fatalf("Touch(%v, %q): %v", ttl, sessions, err)
+	}
 }
 
 func mustSubscribe(t *testing.T, e engine.Engine, sessions ...string) {

@@ -173,6 +173,30 @@ func (e *Engine) Remove(ctx context.Context, name string) (err error) {
 	return nil
 }
 
+// Touch implements engine.Engine.
+func (e *Engine) Touch(ctx context.Context, ttl time.Duration, names ...string) (err error) {
+	defer e.observer.Done(engine.OpTouch, time.Now(), &err)
+	if err := e.check(ctx); err != nil {
+		return err
+	}
+	now := time.Now()
+	until := now.Add(ttl)
+	for _, name := range names {
+		s := e.lockExisting(name)
+		if s == nil {
+			continue
+		}
+		// A meta past its life but not yet swept is gone: it must not
+		// come back.
+		s.expire(e.bounds, now)
+		if s.epoch != "" && until.After(s.kept) {
+			s.kept = until
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
 // Close implements engine.Engine: it stops the sweeper and waits for it.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {

@@ -20,6 +20,7 @@ type session struct {
 	seq          uint64
 	lastAccepted time.Time // Accepted of the last entry: never goes back
 	touched      time.Time // the last publish or the meta's creation
+	kept         time.Time // Touch: the meta lives at least until then
 
 	history ring
 }
@@ -34,9 +35,9 @@ func (s *session) refresh(b engine.Bounds, now time.Time) {
 }
 
 // expire drops history older than TTL, and the meta when the session has
-// not been published to for MetaTTL.
+// not been published to for MetaTTL and Touch no longer keeps it.
 func (s *session) expire(b engine.Bounds, now time.Time) {
-	if s.epoch != "" && b.MetaTTL > 0 && now.Sub(s.touched) > b.MetaTTL {
+	if s.epoch != "" && b.MetaTTL > 0 && now.Sub(s.touched) > b.MetaTTL && now.After(s.kept) {
 		s.reset("")
 	}
 	if b.TTL > 0 {
@@ -49,6 +50,7 @@ func (s *session) reset(epoch string) {
 	s.epoch = epoch
 	s.seq = 0
 	s.lastAccepted = time.Time{}
+	s.kept = time.Time{}
 	s.history = ring{}
 }
 

@@ -87,12 +87,13 @@ func TestObserverAndBounds(t *testing.T) {
 	_, _, _ = e.History(ctx, "s", 0, 1)
 	_ = e.Subscribe(ctx, "s")
 	_ = e.Unsubscribe(ctx, "s")
+	_ = e.Touch(ctx, time.Minute, "s")
 	_ = e.Close()
 	_ = e.Remove(ctx, "s")
 	if !errors.Is(e.Remove(ctx, "s"), engine.ErrClosed) {
 		t.Errorf("Remove after Close did not fail with ErrClosed")
 	}
-	want := map[string]string{engine.OpPublish: "ok", engine.OpHistory: "ok", engine.OpSubscribe: "ok", engine.OpUnsubscribe: "ok", engine.OpRemove: "closed"}
+	want := map[string]string{engine.OpPublish: "ok", engine.OpHistory: "ok", engine.OpSubscribe: "ok", engine.OpUnsubscribe: "ok", engine.OpTouch: "ok", engine.OpRemove: "closed"}
 	mu.Lock()
 	defer mu.Unlock()
 	for op, res := range want {

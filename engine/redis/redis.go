@@ -351,6 +351,46 @@ func (e *Engine) Remove(ctx context.Context, session string) (err error) {
 	return nil
 }
 
+// Touch implements engine.Engine with PEXPIRE … GT on each session's meta,
+// all in one round trip: GT never shortens an expiry, leaves a meta without
+// one (MetaTTL 0) without one, and PEXPIRE creates no key.
+//
+// The history stream has an expiry of its own, set by each publish. When
+// entries age out (TTL > 0) it is TTL after the last publish, when the
+// newest entry ages out: the stream going before the meta drops nothing a
+// read would still return, so Touch leaves it, and aged payloads do not stay
+// in Redis for as long as a session is touched. When entries do not age out
+// (TTL 0) the stream lives as long as the meta, and must go on doing so: a
+// session that kept its epoch and seq but lost its history would have a gap
+// no bound explains. Touch then extends the stream alike, after the meta, so
+// that the stream is the one that goes last; a stream outliving its meta is
+// harmless, since the next publish or read finds no meta and deletes it.
+func (e *Engine) Touch(ctx context.Context, ttl time.Duration, sessions ...string) (err error) {
+	defer e.observer.Done(engine.OpTouch, time.Now(), &err)
+	if err := e.check(ctx); err != nil {
+		return err
+	}
+	if ttl <= 0 || len(sessions) == 0 {
+		return nil // nothing to extend: GT would refuse a shorter expiry anyway
+	}
+	// Whole milliseconds, rounded up: at least ttl.
+	msec := int64((ttl + time.Millisecond - 1) / time.Millisecond)
+	withStream := e.bounds.TTL == 0
+	cmds := make(rueidis.Commands, 0, 2*len(sessions))
+	for _, s := range sessions {
+		cmds = append(cmds, e.client.B().Pexpire().Key(e.metaKey(s)).Milliseconds(msec).Gt().Build())
+		if withStream {
+			cmds = append(cmds, e.client.B().Pexpire().Key(e.streamKey(s)).Milliseconds(msec).Gt().Build())
+		}
+	}
+	for _, r := range e.client.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return e.fail(ctx, "touch", err)
+		}
+	}
+	return nil
+}
+
 // Close implements engine.Engine: it stops the Pub/Sub loop and the workers,
 // waits for them, and closes the connections.
 func (e *Engine) Close() error {

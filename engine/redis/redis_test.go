@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"go.uber.org/goleak"
 
 	"github.com/streamhub/streamhub/engine"
@@ -48,9 +49,73 @@ func openWith(t *testing.T, srv *redistest.Server, b engine.Bounds, h engine.Han
 	return e
 }
 
+// openPrefixed returns an engine on srv under prefix, reporting to obs,
+// closed at cleanup.
+func openPrefixed(t *testing.T, srv *redistest.Server, prefix string, b engine.Bounds, obs engine.Observer) *redis.Engine {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e, err := redis.New(ctx, redis.Options{Addr: srv.Addr(), Prefix: prefix, Bounds: b, Observer: obs, Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+// adminClient returns a plain client of srv, closed at cleanup, for tests to
+// look at keys.
+func adminClient(t *testing.T, srv *redistest.Server) rueidis.Client {
+	t.Helper()
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
 func TestConformance(t *testing.T) {
 	srv := redistest.Start(t)
 	enginetest.Run(t, func(t *testing.T, b engine.Bounds, h engine.Handler) engine.Engine {
 		return open(t, srv, b, h)
 	})
+}
+
+// TestPublishAfterStreamExpired: when a session's stream expired under its
+// live meta (its entries had all aged out), the next publishes count bytes
+// from zero: the bytes of the expired entries do not linger in the meta and
+// crowd newer entries out of history.
+func TestPublishAfterStreamExpired(t *testing.T) {
+	srv := redistest.Start(t)
+	e := openPrefixed(t, srv, "expired", engine.Bounds{Size: 100, MaxBytes: 10, TTL: 100 * time.Millisecond, MetaTTL: time.Minute}, nil)
+	admin := adminClient(t, srv)
+	ctx := context.Background()
+	publish := func() engine.Entry {
+		t.Helper()
+		ent, err := e.Publish(ctx, "s", engine.Publication{Data: []byte("abcd")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ent
+	}
+	first := publish()
+	publish()
+	// No History here: a read would trim the stream and put the count right.
+	enginetest.Eventually(t, "the stream to expire", func() bool {
+		n, err := admin.Do(ctx, admin.B().Exists().Key("expired:hist:{s}").Build()).AsInt64()
+		return err == nil && n == 0
+	})
+	publish()
+	last := publish()
+	if last.Epoch != first.Epoch || last.Seq != 4 {
+		t.Fatalf("publish after the stream expired: seq %d epoch %q, want 4 in %q", last.Seq, last.Epoch, first.Epoch)
+	}
+	hist, _, err := e.History(ctx, "s", 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 2 || hist[0].Seq != 3 {
+		t.Fatalf("history holds %d entries after the stream expired; want seqs 3 and 4 (8 bytes of at most 10)", len(hist))
+	}
 }

@@ -19,6 +19,15 @@ local function field(fields, name)
   return nil
 end
 
+-- extend makes key expire ms from now, unless it expires later already (a
+-- Touch may have kept it longer than a publish does). A key without expiry
+-- gets one: this is how a new key gets its first.
+local function extend(key, ms)
+  if redis.call('pttl', key) < tonumber(ms) then
+    redis.call('pexpire', key, ms)
+  end
+end
+
 -- trim drops the stream's oldest entries while there are more than size,
 -- or more than maxbytes of data (never the newest), or they were accepted
 -- before cutoff; it returns the bytes left. Entries are accepted in seq

@@ -20,6 +20,10 @@ if not epoch then
   -- of an older epoch must not mix with the new one.
   epoch, seq, bytes, last = ARGV[5], 0, 0, 0
   redis.call('del', stream)
+elseif bytes > 0 and redis.call('exists', stream) == 0 then
+  -- The stream expired under a live meta (its entries had all aged out):
+  -- their bytes went with it.
+  bytes = 0
 end
 seq = seq + 1
 local accepted = math.max(now_ms(), last)
@@ -33,10 +37,10 @@ end
 bytes = trim(stream, tonumber(ARGV[6]), tonumber(ARGV[7]), cutoff, bytes + #data)
 redis.call('hset', meta, 'e', epoch, 's', string.format('%d', seq), 'b', string.format('%d', bytes), 't', string.format('%d', accepted))
 if tonumber(ARGV[9]) > 0 then
-  redis.call('pexpire', meta, ARGV[9])
+  extend(meta, ARGV[9])
 end
 if tonumber(ARGV[10]) > 0 then
-  redis.call('pexpire', stream, ARGV[10])
+  extend(stream, ARGV[10])
 end
 -- seq:accepted:epoch:len(client id):len(id):<client id><id><data>
 redis.call('publish', ARGV[1], string.format('%d:%d:%s:%d:%d:', seq, accepted, epoch, #ARGV[2], #ARGV[3]) .. ARGV[2] .. ARGV[3] .. data)
