@@ -39,6 +39,9 @@ const (
 	// syncInterval is how often sessions that heard nothing are compared
 	// with the engine: its live feed is at most once.
 	syncInterval = 2 * time.Second
+	// keepMeta is how long each Touch keeps the epoch of a session with
+	// members here: until well after the next one.
+	keepMeta = 3 * syncInterval
 	// resaveInterval is how often memberships are saved even when they did
 	// not change, so that an instance that missed being told its client
 	// was claimed elsewhere finds out.
@@ -52,6 +55,16 @@ const (
 // caller closes the engine after Shutdown.
 func WithEngine(eng engine.Engine, instance string) Option {
 	return func(s *Service) { s.shared = newShared(eng, instance) }
+}
+
+// EngineBounds is what an engine shared by services of cfg must keep of
+// each session: cfg's history bounds, and the session's epoch for
+// HistoryTTL after its last publish — a session nobody is a member of is
+// gone then, as it is without an engine. The services keep the epochs of
+// sessions with members alive, live or retained (engine.Engine.Touch).
+func EngineBounds(cfg Config) engine.Bounds {
+	cfg = cfg.withDefaults()
+	return engine.Bounds{Size: cfg.HistorySize, MaxBytes: cfg.HistoryMaxBytes, TTL: cfg.HistoryTTL, MetaTTL: cfg.HistoryTTL}
 }
 
 // shared is the engine and the work of keeping the local views in step
@@ -421,6 +434,11 @@ func (s *Service) leaveShared(c *conn) {
 		err := eng.SaveMemberships(ctx, c.id, fence, ms)
 		if err == nil && len(ms) > 0 {
 			err = eng.RetainMemberships(ctx, c.id, fence, s.cfg.SessionTTL)
+			names := make([]string, len(ms))
+			for i, m := range ms {
+				names[i] = m.Session
+			}
+			s.touch(s.cfg.SessionTTL, names) // the epochs outlive the memberships
 		}
 		if err == nil {
 			_, err = eng.Release(ctx, c.id, s.shared.instance, fence)
@@ -449,10 +467,12 @@ func (s *Service) syncLoop() {
 			return
 		case <-sh.wake:
 		case now := <-tick.C:
+			var names []string
 			for _, ss := range s.sessions.snapshot() {
 				if !isClosed(ss.loaded) {
 					continue
 				}
+				names = append(names, *ss.name)
 				ss.mu.Lock()
 				quiet := now.Sub(ss.heard) >= syncInterval
 				if len(ss.members) == 0 && !ss.removed {
@@ -464,6 +484,7 @@ func (s *Service) syncLoop() {
 					sh.resync(*ss.name)
 				}
 			}
+			s.touch(keepMeta, names)
 		}
 		behind, gone := sh.take()
 		if len(gone) > 0 {
@@ -481,6 +502,18 @@ func (s *Service) syncLoop() {
 				sh.mu.Unlock()
 			}
 		}
+	}
+}
+
+// touch keeps the sessions' epochs in the engine for at least ttl.
+func (s *Service) touch(ttl time.Duration, names []string) {
+	if len(names) == 0 {
+		return
+	}
+	ctx, cancel := call()
+	defer cancel()
+	if err := s.shared.eng.Touch(ctx, ttl, names...); err != nil {
+		log.Error(s.logCtx, err, log.KV{K: "msg", V: "keep sessions"}, log.KV{K: "sessions", V: len(names)})
 	}
 }
 

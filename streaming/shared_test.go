@@ -32,10 +32,9 @@ var instanceSeq atomic.Int64
 // bounds, closed when the test ends.
 func engineOption(t testing.TB, kind string, cfg Config, rd *redistest.Server) Option {
 	t.Helper()
-	cfg = cfg.withDefaults()
 	instance := fmt.Sprintf("instance-%d", instanceSeq.Add(1))
 	relay := new(engine.Relay)
-	bounds := engine.Bounds{Size: cfg.HistorySize, MaxBytes: cfg.HistoryMaxBytes, TTL: cfg.HistoryTTL}
+	bounds := EngineBounds(cfg)
 	var eng engine.Engine
 	var err error
 	switch kind {
