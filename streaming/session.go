@@ -177,7 +177,7 @@ type sessions struct {
 	budget         *budget
 	shared         *shared // nil: sessions are this process's own
 
-	mu   sync.Mutex // guards the fields below and each session's idle, expiry and due
+	mu   sync.RWMutex // guards the fields below and each session's idle, expiry and due; read-locked by lookups
 	m    map[string]*session
 	idle list.List // *session with no attached member, longest idle first
 	exp  expiryHeap
@@ -237,15 +237,15 @@ func (r *sessions) newSession(name string) *session {
 
 // get returns the session called name, or nil.
 func (r *sessions) get(name string) *session {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	return r.m[name]
 }
 
 // snapshot returns the sessions that exist.
 func (r *sessions) snapshot() []*session {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	all := make([]*session, 0, len(r.m))
 	for _, s := range r.m {
 		all = append(all, s)
@@ -255,8 +255,8 @@ func (r *sessions) snapshot() []*session {
 
 // count is the number of sessions that exist.
 func (r *sessions) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	return len(r.m)
 }
 
