@@ -49,7 +49,9 @@ type conn struct {
 	killOnce  sync.Once
 	killed    chan struct{} // closed when even a flush must stop
 
-	senderDone chan struct{}
+	senderDone chan struct{} // closed when the last sender ended
+	sender     atomic.Int32  // senderRunning or senderParked
+	parked     chan struct{} // capacity 1: a sender parked
 	recvDone   chan struct{}
 	finished   chan struct{} // closed when every part ended and the cleanup ran
 	running    atomic.Int32  // parts still running: handler, sender, receiver
@@ -90,6 +92,7 @@ func newConn(svc *Service, id string, stream streamsvc.StreamDataServerStream, c
 		closing:    make(chan struct{}),
 		killed:     make(chan struct{}),
 		senderDone: make(chan struct{}),
+		parked:     make(chan struct{}, 1),
 		recvDone:   make(chan struct{}),
 		finished:   make(chan struct{}),
 		hk:         housekeeping{recvAt: now, sendAt: now},
@@ -142,12 +145,37 @@ func (c *conn) sent(n, bytes int64) {
 	c.svc.budget.add(-bytes)
 }
 
+// senderLinger is how long an idle sender waits for something to send
+// before its goroutine ends; the handler starts another when there is.
+// An idle stream then costs no sender goroutine, and a busy one never
+// starts one per message.
+const senderLinger = 50 * time.Millisecond
+
+// Sender states.
+const (
+	senderRunning int32 = iota
+	senderParked        // no sender goroutine: the handler starts one when there is something to send
+)
+
 // start runs the sender: the welcome goes out at once, whatever the
 // stream is waiting for.
 func (c *conn) start() {
 	c.running.Add(1)
+	c.runSender(true)
+}
+
+func (c *conn) runSender(welcome bool) {
 	c.svc.wg.Add(1)
-	go c.sendLoop()
+	go c.sendLoop(welcome)
+}
+
+// unpark starts a sender if none runs, and reports whether it did.
+func (c *conn) unpark() bool {
+	if c.sender.CompareAndSwap(senderParked, senderRunning) {
+		c.runSender(false)
+		return true
+	}
+	return false
 }
 
 // serve takes over the client's memberships, runs the receiver, and returns
@@ -161,15 +189,29 @@ func (c *conn) serve() error {
 	c.svc.wg.Add(1)
 	go c.recvLoop()
 
-	select {
-	case <-c.closing:
-	case <-c.ctx.Done():
-		// The RPC is over, and the receiver sees it at once. gRPC also ends
-		// the RPC itself when it refuses a message (too large), so let the
-		// receiver say why before calling the client gone.
-		<-c.recvDone
-		c.close(reasonClientGone, c.ctx.Err())
+	for parked := false; ; {
+		var work <-chan struct{}
+		if parked {
+			work = c.q.notify
+		}
+		select {
+		case <-c.closing:
+		case <-c.ctx.Done():
+			// The RPC is over, and the receiver sees it at once. gRPC also
+			// ends the RPC itself when it refuses a message (too large), so
+			// let the receiver say why before calling the client gone.
+			<-c.recvDone
+			c.close(reasonClientGone, c.ctx.Err())
+		case <-c.parked:
+			parked = true
+			continue
+		case <-work:
+			parked = !c.unpark()
+			continue
+		}
+		break
 	}
+	c.unpark() // a sender ends the stream's sending: the goaway, the flush, or nothing
 	if r := reasons[c.reason]; r.flush || r.goaway != "" {
 		select {
 		case <-c.senderDone:
@@ -321,21 +363,38 @@ func (c *conn) recvLoop() {
 
 // sendLoop writes everything the client is sent: the welcome, then the
 // queue's items in order, interleaved with the deliveries of every active
-// cursor.
-func (c *conn) sendLoop() {
+// cursor. After senderLinger with nothing to send it parks: its goroutine
+// ends, and the handler starts another when there is something to send.
+func (c *conn) sendLoop(welcome bool) {
 	defer c.svc.wg.Done()
-	defer c.exit()
-	defer close(c.senderDone)
-	defer c.recoverPanic()
-	welcome := &streamsvc.DataMessage{
-		Type:      typeControl,
-		Action:    &actWelcome,
-		ClientID:  c.clientID,
-		Timestamp: ptr(c.opened.UnixMilli()),
-	}
-	if c.send(welcome) != nil {
+	if c.send1(welcome) {
+		signal(c.parked) // one is pending at most: only the handler starts senders
 		return
 	}
+	close(c.senderDone)
+	c.exit()
+}
+
+// send1 is one sender's run; it reports whether it parked.
+func (c *conn) send1(welcome bool) (parked bool) {
+	defer c.recoverPanic()
+	if welcome {
+		msg := &streamsvc.DataMessage{
+			Type:      typeControl,
+			Action:    &actWelcome,
+			ClientID:  c.clientID,
+			Timestamp: ptr(c.opened.UnixMilli()),
+		}
+		if c.send(msg) != nil {
+			return false
+		}
+	}
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
 	for {
 		if c.isClosing() {
 			c.sendFinal()
@@ -350,13 +409,33 @@ func (c *conn) sendLoop() {
 		if !ok {
 			return
 		}
-		if !busy && !sent {
-			select {
-			case <-c.q.notify:
-			case <-c.closing:
+		if busy || sent {
+			continue
+		}
+		if linger == nil {
+			linger = time.NewTimer(senderLinger)
+		} else {
+			linger.Reset(senderLinger)
+		}
+		select {
+		case <-c.q.notify:
+		case <-c.closing:
+		case <-linger.C:
+			if c.park() {
+				return true
 			}
 		}
 	}
+}
+
+// park ends the sender's goroutine, unless the stream is closing: then a
+// sender must end its sending, this one unless the handler started one.
+func (c *conn) park() bool {
+	c.sender.Store(senderParked)
+	if c.isClosing() && c.sender.CompareAndSwap(senderParked, senderRunning) {
+		return false
+	}
+	return true
 }
 
 // applyAll applies and answers the items in c.batch. When the sender stops
