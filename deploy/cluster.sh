@@ -27,21 +27,32 @@ prefix() {
 }
 
 work=$(mktemp -d)
-pids=()
+pids=()     # the StreamHub instances
+redis_pid=
+# stop drains the instances first and stops Redis after them: a draining
+# instance still saves its clients' positions to Redis.
 stop() {
   trap - EXIT INT TERM
   if [ ${#pids[@]} -gt 0 ]; then
     kill -TERM "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
   fi
+  if [ -n "$redis_pid" ]; then
+    kill -TERM "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap stop EXIT
 trap 'exit 0' INT TERM
 
-redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --dir "$work" \
+# Persistent as production Redis must be (README, "What Redis must be"): the
+# append-only file, fsynced every second, in the work directory. In a
+# session of its own, so that the terminal's Ctrl-C, which starts the
+# instances' drain, does not stop Redis under them.
+setsid redis-server --bind 127.0.0.1 --port "$redis_port" --appendonly yes --appendfsync everysec --dir "$work" \
   > >(prefix redis) 2>&1 &
-pids+=($!)
+redis_pid=$!
 for _ in $(seq 100); do
   redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
   sleep 0.1
@@ -68,5 +79,5 @@ cluster: Redis on 127.0.0.1:$redis_port; StreamHub on gRPC 127.0.0.1:50051, :500
 Ctrl-C stops them all.
 MSG
 # Until Ctrl-C, or until any of them ends (a bad flag, a taken port).
-wait -n "${pids[@]}" || true
+wait -n "$redis_pid" "${pids[@]}" || true
 echo "cluster: a process ended; stopping the others" >&2

@@ -1,6 +1,7 @@
 // Package telemetry holds StreamHub's OpenTelemetry instruments: the series
-// of SPEC §7, fed by the streaming service and the gRPC interceptors, and
-// the periodic summary log line.
+// of SPEC §7, fed by the streaming service and the gRPC interceptors, the
+// engine's of SPEC §9, fed by its Observer, and the periodic summary log
+// line.
 package telemetry
 
 import (

@@ -31,22 +31,6 @@ const (
 	imageEntrypoint = "/usr/local/bin/streamhub"
 )
 
-// engineEnv are the Redis engine's settings, which the deployment files
-// set for their three instances and which the server reads once the engine
-// lands: until then they are the only variables allowed to name no flag
-// (the server ignores them), and TestEngineSettingsArePending fails as soon
-// as the server reads one, so that this list goes with it.
-var engineEnv = []string{"STREAMHUB_ENGINE", "STREAMHUB_REDIS_ADDR", "STREAMHUB_REDIS_PREFIX"}
-
-func TestEngineSettingsArePending(t *testing.T) {
-	read := readEnv(t)
-	for _, name := range engineEnv {
-		if read[name] {
-			t.Errorf("the server reads %s now: take it out of engineEnv", name)
-		}
-	}
-}
-
 // readEnv returns the environment variables the server reads: parsing
 // looks up STREAMHUB_<NAME> for every flag that takes one.
 func readEnv(t *testing.T) map[string]bool {
@@ -58,24 +42,13 @@ func readEnv(t *testing.T) map[string]bool {
 	return names
 }
 
-// serverEnv returns the environment variables a deployment may set: those
-// the server reads, and the engine's, pending.
-func serverEnv(t *testing.T) map[string]bool {
-	t.Helper()
-	names := readEnv(t)
-	for _, name := range engineEnv {
-		names[name] = true
-	}
-	return names
-}
-
 // parseDeployed parses a deployed configuration as the server would: args
 // after the program name, and the environment. It checks first that every
 // STREAMHUB_ variable names a flag, since the server ignores those that
 // name none.
 func parseDeployed(t *testing.T, args []string, env map[string]string) (*options, error) {
 	t.Helper()
-	known := serverEnv(t)
+	known := readEnv(t)
 	var unknown []string
 	for name := range env {
 		if strings.HasPrefix(name, "STREAMHUB_") && !known[name] {
@@ -172,7 +145,8 @@ func stripComments(doc string) string {
 func containerEnv(t *testing.T, c corev1.Container) map[string]string {
 	t.Helper()
 	env := map[string]string{}
-	placeholders := map[string]string{"STREAMHUB_REDIS_ADDR": "redis.example.internal:6379"}
+	// The README's example of the Secret's value.
+	placeholders := map[string]string{"STREAMHUB_REDIS_ADDR": "rediss://default:PASSWORD@redis.example.internal:6380/0"}
 	for _, e := range c.Env {
 		if _, dup := env[e.Name]; dup {
 			t.Errorf("container %s sets %s twice", c.Name, e.Name)
@@ -225,8 +199,8 @@ func TestKubernetesManifests(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the server refuses the Deployment's configuration (args %q): %v", c.Args, err)
 	}
-	if env["STREAMHUB_ENGINE"] != "redis" {
-		t.Errorf("STREAMHUB_ENGINE = %q, want redis: three replicas share sessions only through Redis", env["STREAMHUB_ENGINE"])
+	if o.engine != engineRedis {
+		t.Errorf("engine %q, want redis: three replicas share sessions only through Redis", o.engine)
 	}
 	var redisFromSecret bool
 	for _, e := range c.Env {
@@ -399,8 +373,8 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("%s: the server refuses its configuration: %v", name, err)
 			continue
 		}
-		if svc.Environment["STREAMHUB_ENGINE"] != "redis" {
-			t.Errorf("%s: STREAMHUB_ENGINE = %q, want redis", name, svc.Environment["STREAMHUB_ENGINE"])
+		if o.engine != engineRedis || o.redisAddr == "" {
+			t.Errorf("%s: engine %q at %q, want redis with an address", name, o.engine, o.redisAddr)
 		}
 		grace, err := time.ParseDuration(svc.StopGracePeriod)
 		if err != nil || grace <= o.drainTimeout {
@@ -419,7 +393,9 @@ func TestComposeFile(t *testing.T) {
 }
 
 // TestClusterScript checks that every STREAMHUB_ variable that make
-// cluster sets names a flag of the server.
+// cluster sets names a flag of the server, and that an instance's
+// settings, with the script's variables filled in, parse as the server
+// parses them and put it on the script's Redis.
 func TestClusterScript(t *testing.T) {
 	data, err := os.ReadFile(clusterScript)
 	if err != nil {
@@ -429,10 +405,27 @@ func TestClusterScript(t *testing.T) {
 	if len(names) == 0 {
 		t.Fatal("the cluster script sets no STREAMHUB_ variable")
 	}
-	known := serverEnv(t)
+	known := readEnv(t)
 	for _, name := range names {
 		if !known[name] {
 			t.Errorf("%s sets %s, which names no flag of the server", clusterScript, name)
 		}
+	}
+
+	// Instance 1's environment: NAME=value words, quoted or not.
+	vars := strings.NewReplacer("$redis_port", "6390", "${redis_port}", "6390", "$n", "1", "${n}", "1")
+	env := map[string]string{}
+	for _, m := range regexp.MustCompile(`\b(STREAMHUB_[A-Z0-9_]+)=("[^"]*"|\S*)`).FindAllStringSubmatch(string(data), -1) {
+		env[m[1]] = vars.Replace(strings.Trim(m[2], `"`))
+	}
+	o, err := parseDeployed(t, nil, env)
+	if err != nil {
+		t.Fatalf("the server refuses the cluster script's configuration %v: %v", env, err)
+	}
+	if o.engine != engineRedis || o.redisAddr != "127.0.0.1:6390" {
+		t.Errorf("engine %q at %q, want redis at the script's Redis, 127.0.0.1:6390", o.engine, o.redisAddr)
+	}
+	if o.grpcAddr != "127.0.0.1:50051" || o.adminAddr != "127.0.0.1:9181" {
+		t.Errorf("instance 1 serves gRPC on %s and admin on %s, want 127.0.0.1:50051 and 127.0.0.1:9181 as the script says", o.grpcAddr, o.adminAddr)
 	}
 }

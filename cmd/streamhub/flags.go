@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -32,6 +34,9 @@ type options struct {
 	metricsLogInterval time.Duration
 	otlpEndpoint       string
 	debug              bool
+	engine             string // memory or redis
+	redisAddr          string // host:port or a redis:// or rediss:// URL; may hold a password
+	redisPrefix        string
 	security           security
 	version            bool // --version: print the build and exit
 }
@@ -91,6 +96,9 @@ func parseOptions(args []string, lookupEnv func(string) (string, bool)) (*option
 	fs.BoolVar(&o.debug, "debug", false, "debug logs, including control messages (never data payloads)")
 	fs.DurationVar(&o.metricsLogInterval, "metrics-log-interval", 60*time.Second, "periodic summary log line; 0 disables")
 	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "also export metrics over OTLP/gRPC to this collector (host:port)")
+	fs.StringVar(&o.engine, "engine", engineMemory, "where sessions live: memory (this process) or redis (shared by every instance on the same Redis)")
+	fs.StringVar(&o.redisAddr, "redis-addr", "", "Redis for --engine redis: host:port, or a redis:// or rediss:// (TLS) URL with user, password and db")
+	fs.StringVar(&o.redisPrefix, "redis-prefix", "streamhub", "prefix of every Redis key and channel, so that deployments can share a Redis")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -196,7 +204,57 @@ func (o *options) validate() error {
 	default:
 		return fmt.Errorf("--log-format must be json, text, terminal or auto, not %q", o.logFormat)
 	}
+	return o.validateEngine()
+}
+
+// The engines --engine names.
+const (
+	engineMemory = "memory"
+	engineRedis  = "redis"
+)
+
+// validateEngine checks --engine and, for Redis, the address and prefix.
+// The address is checked for its shape only: whether Redis answers there
+// is for startup to find out.
+func (o *options) validateEngine() error {
+	switch o.engine {
+	case engineMemory:
+		return nil
+	case engineRedis:
+	default:
+		return fmt.Errorf("--engine must be memory or redis, not %q", o.engine)
+	}
+	if o.redisAddr == "" {
+		return errors.New("--engine redis needs --redis-addr (host:port, or a redis:// or rediss:// URL)")
+	}
+	if o.redisPrefix == "" {
+		return errors.New("--redis-prefix must not be empty")
+	}
+	if strings.Contains(o.redisAddr, "://") {
+		// Not url.Parse's error: it quotes the whole URL, password included.
+		u, err := url.Parse(o.redisAddr)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			return fmt.Errorf("--redis-addr %s: not a redis:// or rediss:// URL with a host", redactRedisAddr(o.redisAddr))
+		}
+		return nil
+	}
+	if host, port, err := net.SplitHostPort(o.redisAddr); err != nil || host == "" || port == "" {
+		return fmt.Errorf("--redis-addr %q: not host:port, or a redis:// or rediss:// URL", o.redisAddr)
+	}
 	return nil
+}
+
+// redactRedisAddr is a Redis address fit for logs and errors: a URL's
+// user information (which may hold a password) is masked.
+func redactRedisAddr(addr string) string {
+	scheme, rest, ok := strings.Cut(addr, "://")
+	if !ok {
+		return addr
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		rest = "***@" + rest[at+1:]
+	}
+	return scheme + "://" + rest
 }
 
 // allowedOrigins is --ws-allowed-origins as a list.

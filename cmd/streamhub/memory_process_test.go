@@ -138,22 +138,27 @@ func TestHogStaysWithinTheBudgetInAProcess(t *testing.T) {
 // serving reads the server's JSON log until it says where it serves.
 func serving(t *testing.T, stdout interface{ Read([]byte) (int, error) }) string {
 	t.Helper()
+	grpcAddr, _ := servingLine(t, stdout)["grpc"].(string)
+	return grpcAddr
+}
+
+// servingLine reads the server's JSON log until its serving line, and
+// returns that line's fields.
+func servingLine(t *testing.T, stdout interface{ Read([]byte) (int, error) }) map[string]any {
+	t.Helper()
 	lines := bufio.NewScanner(stdout)
 	for lines.Scan() {
-		var line struct {
-			Msg  string `json:"msg"`
-			GRPC string `json:"grpc"`
-		}
-		if json.Unmarshal(lines.Bytes(), &line) == nil && line.Msg == "serving" {
+		var line map[string]any
+		if json.Unmarshal(lines.Bytes(), &line) == nil && line["msg"] == "serving" {
 			go func() { // keep the pipe drained
 				for lines.Scan() {
 				}
 			}()
-			return line.GRPC
+			return line
 		}
 	}
 	t.Fatal("the server exited before serving")
-	return ""
+	return nil
 }
 
 // publishAndEcho publishes data to session and waits for its delivery.

@@ -24,8 +24,9 @@ func scrape(t *testing.T, url string) map[string]float64 {
 	return scrapeLabel(t, url, "reason")
 }
 
-// scrapeLabel is scrape keyed by another label: series{label="value"}.
-func scrapeLabel(t *testing.T, url, label string) map[string]float64 {
+// scrapeLabel is scrape keyed by other labels, as PromQL writes them:
+// series{label="value",other="value"}, in the order given.
+func scrapeLabel(t *testing.T, url string, labels ...string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -40,11 +41,17 @@ func scrapeLabel(t *testing.T, url, label string) map[string]float64 {
 	v := map[string]float64{}
 	for name, f := range families {
 		for _, m := range f.GetMetric() {
-			key := name
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label {
-					key += `{` + label + `="` + l.GetValue() + `"}`
+			var pairs []string
+			for _, label := range labels {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == label {
+						pairs = append(pairs, label+`="`+l.GetValue()+`"`)
+					}
 				}
+			}
+			key := name
+			if len(pairs) > 0 {
+				key += "{" + strings.Join(pairs, ",") + "}"
 			}
 			switch f.GetType() {
 			case dto.MetricType_COUNTER:

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/streamhub/streamhub/engine"
 	streampb "github.com/streamhub/streamhub/gen/grpc/stream_service/pb"
 	streamsvr "github.com/streamhub/streamhub/gen/grpc/stream_service/server"
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
@@ -65,6 +66,13 @@ type server struct {
 	adminLis net.Listener // nil when the admin server is disabled
 	httpLis  net.Listener // nil when the HTTP server is disabled
 	draining atomic.Bool
+	// eng is the engine the service shares sessions through: nil with
+	// --engine memory, where the service's own history is the engine.
+	eng engine.Engine
+	// instance names this process to the engine; empty without one.
+	instance string
+	// engineHealth says whether the engine answers: the service.
+	engineHealth engineHealth
 }
 
 // newServer loads the keys and certificates, listens on the configured
@@ -108,7 +116,26 @@ func newServer(ctx context.Context, o *options) (*server, error) {
 	if auth != nil {
 		svcOpts = append(svcOpts, streaming.WithAuthenticator(auth))
 	}
+	// The engine comes first and hands what it receives to the service
+	// through the relay, once the service exists.
+	relay := new(engine.Relay)
+	switch o.engine {
+	case engineRedis:
+		s.instance = instanceName()
+		if s.eng, err = newRedisEngine(ctx, o, s.instance, relay, s.obs.engine); err != nil {
+			s.closeListeners()
+			s.obs.shutdown(ctx)
+			return nil, err
+		}
+		svcOpts = append(svcOpts, streaming.WithEngine(s.eng, s.instance))
+	default:
+		if o.redisAddr != "" {
+			log.Print(ctx, log.KV{K: "msg", V: "--redis-addr is ignored: --engine is memory, so sessions are not shared with other instances"})
+		}
+	}
 	s.svc = streaming.New(o.stream, svcOpts...)
+	relay.Set(s.svc)
+	s.engineHealth = s.svc
 	svc.Store(s.svc)
 	grpcOpts := s.grpcOptions(ctx)
 	if creds != nil {
@@ -252,9 +279,13 @@ var (
 	_ interceptors.StreamMetrics = (*telemetry.Metrics)(nil)
 	_ interceptors.StreamMetrics = (*telemetry.Transport)(nil)
 	_ web.Metrics                = (*telemetry.Transport)(nil)
+	_ engine.Handler             = (*streaming.Service)(nil)
+	_ engine.ReplacedHandler     = (*streaming.Service)(nil)
+	_ engineHealth               = (*streaming.Service)(nil)
 )
 
-// readiness is the /readyz check: ready until the drain starts.
+// readiness is the /readyz check: ready until the drain starts, and not
+// while the engine does not answer.
 type readiness struct{ s *server }
 
 func (readiness) Name() string { return "streamhub" }
@@ -263,7 +294,7 @@ func (r readiness) Ping(context.Context) error {
 	if r.s.draining.Load() {
 		return errors.New("draining")
 	}
-	return nil
+	return r.s.engineHealth.EngineErr()
 }
 
 // grpcAddr and adminAddr are the addresses actually listened on.
@@ -323,17 +354,32 @@ func (s *server) serve(ctx context.Context) error {
 			s.obs.summary.Run(summaryCtx, s.opts.metricsLogInterval)
 		}()
 	}
-	log.Print(ctx, log.KV{K: "msg", V: "serving"}, log.KV{K: "grpc", V: s.grpcAddr()}, log.KV{K: "http", V: s.httpAddr()},
-		log.KV{K: "admin", V: s.adminAddr()},
-		log.KV{K: "version", V: s.build.Version}, log.KV{K: "revision", V: s.build.RevisionOrUnknown()},
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if s.eng != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.watchEngine(watchCtx)
+		}()
+	}
+	kvs := []log.Fielder{log.KV{K: "msg", V: "serving"}, log.KV{K: "grpc", V: s.grpcAddr()}, log.KV{K: "http", V: s.httpAddr()},
+		log.KV{K: "admin", V: s.adminAddr()}, log.KV{K: "engine", V: s.opts.engine}}
+	if s.eng != nil {
+		kvs = append(kvs, log.KV{K: "redis", V: redactRedisAddr(s.opts.redisAddr)}, log.KV{K: "redis_prefix", V: s.opts.redisPrefix},
+			log.KV{K: "instance", V: s.instance})
+	}
+	kvs = append(kvs, log.KV{K: "version", V: s.build.Version}, log.KV{K: "revision", V: s.build.RevisionOrUnknown()},
 		log.KV{K: "vcs_time", V: s.build.TimeOrUnknown()}, log.KV{K: "modified", V: s.build.Modified},
 		log.KV{K: "go_version", V: s.build.GoVersion})
+	log.Print(ctx, kvs...)
 
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	stopWatch() // the drain's NOT_SERVING is final
 	s.shutdown(context.WithoutCancel(ctx))
 	stopSummary()
 	wg.Wait()
@@ -385,6 +431,12 @@ func (s *server) shutdown(ctx context.Context) {
 	if s.admin != nil {
 		if err := s.admin.Shutdown(graceCtx); err != nil {
 			s.admin.Close() // a long /debug/pprof/profile, say
+		}
+	}
+	// Last: the service uses the engine until its Shutdown returns.
+	if s.eng != nil {
+		if err := s.eng.Close(); err != nil {
+			log.Error(ctx, err, log.KV{K: "msg", V: "closing the engine"})
 		}
 	}
 	log.Print(ctx, log.KV{K: "msg", V: "stopped"})

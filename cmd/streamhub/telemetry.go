@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/streamhub/streamhub/engine"
 	"github.com/streamhub/streamhub/internal/buildinfo"
 	"github.com/streamhub/streamhub/telemetry"
 	"go.opentelemetry.io/otel/attribute"
@@ -28,6 +29,9 @@ type observability struct {
 	metrics  *telemetry.Metrics
 	summary  *telemetry.Summary
 	scrape   http.Handler // GET /metrics
+	// engine feeds the engine's series; nil with --engine memory, which
+	// has no engine operations to report.
+	engine engine.Observer
 }
 
 // newObservability configures Clue and OpenTelemetry once for the process.
@@ -71,6 +75,11 @@ func newObservability(ctx context.Context, o *options, gauges telemetry.Gauges, 
 	}
 	if err := telemetry.RegisterBuildInfo(ob.provider, build); err != nil {
 		return nil, errors.Join(err, ob.provider.Shutdown(ctx))
+	}
+	if o.engine == engineRedis {
+		if ob.engine, err = telemetry.NewEngineObserver(ob.provider); err != nil {
+			return nil, errors.Join(err, ob.provider.Shutdown(ctx))
+		}
 	}
 	return ob, nil
 }

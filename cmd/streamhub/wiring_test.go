@@ -18,7 +18,13 @@ import (
 // buffer, until the test ends.
 func startLogged(t *testing.T, args ...string) (*server, *syncBuffer) {
 	t.Helper()
-	o := testOptions(t, args...)
+	return startServer(t, testOptions(t, args...), nil)
+}
+
+// startServer is startLogged with parsed options; before, when not nil, is
+// given the server between newServer and serve.
+func startServer(t *testing.T, o *options, before func(*server)) (*server, *syncBuffer) {
+	t.Helper()
 	logs := &syncBuffer{}
 	opts := []log.LogOption{log.WithOutput(logs), log.WithFormat(log.FormatText)}
 	if o.debug {
@@ -29,6 +35,9 @@ func startLogged(t *testing.T, args ...string) (*server, *syncBuffer) {
 	if err != nil {
 		stop()
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(s)
 	}
 	served := make(chan error, 1)
 	go func() { served <- s.serve(ctx) }()
