@@ -10,6 +10,7 @@ import (
 
 	"github.com/streamhub/streamhub/engine"
 	"github.com/streamhub/streamhub/engine/redis"
+	"github.com/streamhub/streamhub/streaming"
 	"goa.design/clue/log"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -37,13 +38,9 @@ func newRedisEngine(ctx context.Context, o *options, instance string, handler en
 	ctx, cancel := context.WithTimeout(ctx, engineConnectTimeout)
 	defer cancel()
 	eng, err := redis.New(ctx, redis.Options{
-		Addr:   o.redisAddr,
-		Prefix: o.redisPrefix,
-		Bounds: engine.Bounds{
-			Size:     o.stream.HistorySize,
-			MaxBytes: o.stream.HistoryMaxBytes,
-			TTL:      o.stream.HistoryTTL,
-		},
+		Addr:     o.redisAddr,
+		Prefix:   o.redisPrefix,
+		Bounds:   streaming.EngineBounds(o.stream),
 		Handler:  handler,
 		Instance: instance,
 		Observer: observer,
