@@ -20,7 +20,12 @@
 //     (history evicted, or a new epoch because the server lost its
 //     history), the Joined event says Recovered: false, and delivery goes
 //     on from what history holds — from the start of the new epoch when
-//     the epoch changed.
+//     the epoch changed. An epoch change is noticed on a rejoin and also
+//     while the client is a member (the server's joined, or a delivery of
+//     another epoch): a Joined with Rejoin and Recovered: false, then the
+//     new epoch from seq 1. Seqs are compared within an epoch only, so the
+//     new epoch's are never dropped as the old one's duplicates, and
+//     later rejoins ask from the new epoch's position.
 //   - Publish returns the seq of the publication once its own delivery
 //     comes back. A publication sent on a stream that died before its
 //     delivery came back is sent again after the rejoin, unless the
@@ -86,10 +91,12 @@ type Stats struct {
 	// Duplicates is the number of messages dropped because they had been
 	// handed over already.
 	Duplicates int64
-	// Resent is the number of publications sent again after a reconnect.
+	// Resent is the number of publications sent again after a reconnect
+	// or a new epoch of their session.
 	Resent int64
 	// FoundInReplay is the number of publications found in a replay after
-	// a reconnect: accepted before the connection died, not sent again.
+	// a reconnect or a new epoch of their session: accepted before the
+	// connection died (or the epoch changed), not sent again.
 	FoundInReplay int64
 }
 

@@ -35,8 +35,8 @@ type Message struct {
 }
 
 // Joined says the server made the client a member of a session, or made it
-// one again: after Join, Resume, and for every session after each
-// reconnect.
+// one again: after Join, Resume, for every session after each reconnect,
+// and when the session started a new epoch while the client was a member.
 type Joined struct {
 	// Session is the session joined.
 	Session string
@@ -52,8 +52,11 @@ type Joined struct {
 	// session expired and its name was reused), in which case the client
 	// goes on from the start of the new epoch.
 	Recovered bool
-	// Rejoin is set when the client joined again by itself, after a
-	// reconnect.
+	// Rejoin is set when the client was made a member again without a
+	// call of its user: it rejoined by itself after a reconnect, or the
+	// session started a new epoch under it (then Recovered is false, and
+	// the new epoch's messages follow from seq 1, nothing of the old
+	// epoch after them).
 	Rejoin bool
 	// Resume is set when the join answers Resume.
 	Resume bool

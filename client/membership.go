@@ -19,6 +19,11 @@ import (
 // again in the replay that follows the join's answer. Once every join is
 // answered, any seq after the position is taken, since the server only
 // skips ahead when its answer said Recovered: false.
+//
+// Seqs count within an epoch. When the session's epoch changes under the
+// client (the server says so with a joined, or only by delivering the new
+// epoch), the position moves to the start of the new epoch (restartEpoch):
+// what the user was handed of the old one says nothing about the new one.
 type membership struct {
 	name string
 
@@ -272,6 +277,36 @@ func (c *Client) onRestore(s *stream, m *streamsvc.DataMessage) {
 	}
 }
 
+// restartEpoch moves st to the start of epoch, a new epoch of its session
+// (the server lost the session's history, or the session expired and its
+// name was used again), and asks the server for all of it.
+//
+// The server's replies carry no request ID, so a joined that announces an
+// epoch change by itself may have been taken for the answer to a join
+// still in flight; the real answer then comes later and, had that join
+// asked for the old epoch, moved the member to the session's last seq,
+// past what the user has not seen. The pause sent first puts a reply that
+// is not a joined ahead of the join at the new position: a joined that
+// arrives before the pause's answer matches no request (onReply ignores
+// it), and the join's own answer is the one after. Joined at seq 0 of the
+// new epoch, the member gets the epoch from its first message, and the
+// client takes only the next seq until that join is answered and its
+// replay is done.
+//
+// Publications sent but not delivered back are held like after a
+// reconnect: found by ID in the replay, or sent again once it is done.
+// The server serves one stream's messages in order, so one sent before
+// this join is in its replay if the server accepted it in the new epoch.
+// Called with c.mu held.
+func (c *Client) restartEpoch(s *stream, st *membership, epoch string) {
+	st.epoch, st.last, st.hasPos, st.replayTo = epoch, 0, true, 0
+	for _, p := range st.pubs {
+		p.sentOn = nil
+	}
+	c.sendControl(s, "pause", st.name, &op{kind: opPause, silent: true})
+	c.sendJoin(s, st, &op{silent: true})
+}
+
 // onReply handles the answer to a request.
 func (c *Client) onReply(s *stream, action string, m *streamsvc.DataMessage, evs []Event) []Event {
 	name := deref(m.SessionID)
@@ -292,9 +327,18 @@ func (c *Client) onReply(s *stream, action string, m *streamsvc.DataMessage, evs
 	st := c.sessions[name]
 	if o == nil {
 		// Nobody asked for it on this stream: a restore the server sent
-		// late. A session still joined is being rejoined anyway.
-		if st == nil {
+		// late, or the server saying the session has a new epoch (its
+		// history was lost) and delivering it from seq 1 on. A session
+		// still joined in its epoch is being rejoined anyway; a paused one
+		// learns of the new epoch when it resumes at its position.
+		epoch := deref(m.Epoch)
+		switch {
+		case st == nil:
 			c.sendControl(s, "leave", name, &op{kind: opLeave, silent: true})
+		case st.paused || st.epoch == "" || epoch == "" || epoch == st.epoch:
+		default:
+			c.restartEpoch(s, st, epoch)
+			evs = append(evs, &Joined{Session: name, Seq: deref(m.Seq), Epoch: epoch, Rejoin: true})
 		}
 		return evs
 	}
@@ -311,13 +355,13 @@ func (c *Client) onReply(s *stream, action string, m *streamsvc.DataMessage, evs
 		Rejoin:    o.rejoin,
 		Resume:    o.resume,
 	}
-	if st.hasPos && st.epoch != "" && j.Epoch != st.epoch {
-		// A new epoch: what came after the position in the old one is
-		// gone, and everything of the new one is new to the user, so the
-		// client goes on from its start.
+	newEpoch := st.hasPos && st.epoch != "" && j.Epoch != st.epoch
+	if newEpoch {
+		// What came after the position in the old epoch is gone, and
+		// everything of the new one is new to the user, so the client
+		// goes on from its start.
 		j.Recovered = false
-		st.epoch, st.last = j.Epoch, 0
-		c.sendJoin(s, st, &op{silent: true})
+		c.restartEpoch(s, st, j.Epoch)
 	} else {
 		st.epoch = j.Epoch
 		if !st.hasPos {
@@ -332,7 +376,13 @@ func (c *Client) onReply(s *stream, action string, m *streamsvc.DataMessage, evs
 		cl.resolve(j, nil)
 	}
 	st.waiters = nil
-	if !o.silent {
+	switch {
+	case !o.silent:
+		evs = append(evs, &j)
+	case newEpoch:
+		// The client's own join found the epoch changed again: the user
+		// hears of every loss.
+		j.Rejoin = true
 		evs = append(evs, &j)
 	}
 	c.checkReady(s, st)
@@ -382,6 +432,15 @@ func (c *Client) onData(s *stream, m *streamsvc.DataMessage, evs []Event) []Even
 		return evs
 	}
 	epoch, seq := deref(m.Epoch), *m.Seq
+	if st.epoch != "" && epoch != "" && epoch != st.epoch && st.synced && st.joining == 0 {
+		// Every join is answered, so the server delivers from the
+		// position the client holds: another epoch means the session
+		// started a new one under the membership, which the server said
+		// only by delivering it. Its seq 1 is the next message; later
+		// ones come in the replay of the join restartEpoch sends.
+		c.restartEpoch(s, st, epoch)
+		evs = append(evs, &Joined{Session: st.name, Seq: seq - 1, Epoch: epoch, Rejoin: true})
+	}
 	switch {
 	case st.epoch == "" || epoch != st.epoch:
 		return evs // of a position the client did not ask for

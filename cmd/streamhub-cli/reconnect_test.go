@@ -16,6 +16,7 @@ import (
 	streampb "github.com/streamhub/streamhub/gen/grpc/stream_service/pb"
 	streamsvr "github.com/streamhub/streamhub/gen/grpc/stream_service/server"
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
+	"github.com/streamhub/streamhub/internal/faultproxy"
 	"github.com/streamhub/streamhub/internal/testpki"
 	"github.com/streamhub/streamhub/streaming"
 	"google.golang.org/grpc"
@@ -25,6 +26,7 @@ import (
 // same address, as a crashed and restarted server would be.
 type hub struct {
 	t    *testing.T
+	cfg  streaming.Config
 	addr string
 
 	mu     sync.Mutex // guards the fields below
@@ -36,10 +38,23 @@ type hub struct {
 // startHub serves StreamHub on a loopback port until the test ends.
 func startHub(t *testing.T) *hub {
 	t.Helper()
-	h := &hub{t: t, addr: "127.0.0.1:0"}
+	return startHubWith(t, streaming.Config{})
+}
+
+// startHubWith is startHub with a configuration.
+func startHubWith(t *testing.T, cfg streaming.Config) *hub {
+	t.Helper()
+	h := &hub{t: t, cfg: cfg, addr: "127.0.0.1:0"}
 	h.start()
 	t.Cleanup(h.kill)
 	return h
+}
+
+// service returns the service being served.
+func (h *hub) service() *streaming.Service {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.svc
 }
 
 // url is the CLI's -url for the hub.
@@ -61,7 +76,7 @@ func (h *hub) start() {
 		}
 		time.Sleep(10 * time.Millisecond) // polling for the port
 	}
-	svc := streaming.New(streaming.Config{})
+	svc := streaming.New(h.cfg)
 	gs := grpc.NewServer()
 	streampb.RegisterStreamServiceServer(gs, streamsvr.New(streamsvc.NewEndpoints(svc), nil))
 	served := make(chan struct{})
@@ -199,6 +214,100 @@ func TestE2EReconnectScripted(t *testing.T) {
 		if !strings.Contains(sub.stderr.String(), want) {
 			t.Errorf("stderr does not say %q:\n%s", want, sub.stderr.String())
 		}
+	}
+}
+
+// TestE2EReconnectSessionRecreated subscribes with -reconnect in
+// JSON-lines mode through a proxy that then cuts it off. Meanwhile the
+// session is removed with its history and the subscriber's retained
+// membership (the server keeps one session at a time: another evicts it),
+// and started again with fewer messages than the subscriber had printed.
+// The output must have the new epoch's messages from seq 1, once each
+// (dedup by seq is per epoch), after a joined line that says
+// recovered: false with the new epoch.
+func TestE2EReconnectSessionRecreated(t *testing.T) {
+	h := startHubWith(t, streaming.Config{MaxSessions: 1})
+	p, err := faultproxy.New(h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	in, w := stdinPipe(t)
+	sub := startCLI(t, in, "-reconnect", "-url", "grpc://"+p.Addr(), "stream-service", "stream-data", "--client-id", "sub")
+	writeLine(t, w, joinLobby)
+	first := sub.waitOutput(t, "the joined", isControl("joined", "lobby"))
+	pub := dialClient(t, h.addr, "pub")
+	publish(t, pub, "lobby", msgIDs("old", 0, 5)...)
+	sub.waitOutput(t, "old-4", func(m jsonMessage) bool { return deref(m.ID) == "old-4" })
+
+	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+	defer cancel()
+	if err := pub.Leave(ctx, "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	svc := h.service()
+	connections := svc.Connections()
+	p.Refuse(true)
+	p.Cut()
+	pollUntil(t, "the server saw the subscriber go", func() bool { return svc.Connections() < connections })
+	if _, err := pub.Join(ctx, "evictor"); err != nil { // evicts lobby: it has no live member
+		t.Fatal(err)
+	}
+	if err := pub.Leave(ctx, "evictor"); err != nil { // removes evictor: it has no history
+		t.Fatal(err)
+	}
+	pollUntil(t, "no session left", func() bool { return svc.Sessions() == 0 })
+	publish(t, pub, "lobby", msgIDs("new", 0, 3)...)
+	p.Refuse(false)
+	sub.waitOutput(t, "new-2", func(m jsonMessage) bool { return deref(m.ID) == "new-2" })
+
+	w.Close()
+	if code := sub.wait(t, "the subscriber"); code != exitOK {
+		t.Fatalf("exit status %d; stderr:\n%s", code, sub.stderr.String())
+	}
+	msgs := parseOutput(t, sub.stdout.String())
+	checkDataOnce(t, msgs, "lobby", append(msgIDs("old", 0, 5), msgIDs("new", 0, 3)...))
+	var joined []jsonMessage
+	for _, m := range msgs {
+		if isControl("joined", "lobby")(m) {
+			joined = append(joined, m)
+		}
+	}
+	if len(joined) != 2 || joined[1].Recovered == nil || *joined[1].Recovered ||
+		deref(joined[1].Epoch) == "" || deref(joined[1].Epoch) == deref(first.Epoch) {
+		t.Fatalf("joined lines %+v; want the join, then recovered: false in a new epoch:\n%s", joined, sub.stdout.String())
+	}
+	type position struct {
+		seq   uint64
+		epoch string
+	}
+	want := map[string]position{}
+	for i, id := range msgIDs("old", 0, 5) {
+		want[id] = position{uint64(i + 1), deref(first.Epoch)}
+	}
+	for i, id := range msgIDs("new", 0, 3) {
+		want[id] = position{uint64(i + 1), deref(joined[1].Epoch)}
+	}
+	for _, m := range msgs {
+		if m.Type != "data" {
+			continue
+		}
+		got := position{derefSeq(m.Seq), deref(m.Epoch)}
+		if w := want[deref(m.ID)]; got != w {
+			t.Errorf("%s: seq %d of epoch %s, want seq %d of %s", deref(m.ID), got.seq, got.epoch, w.seq, w.epoch)
+		}
+	}
+}
+
+// pollUntil polls cond until it holds, failing the test at the deadline.
+func pollUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(e2eTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond) // polling
 	}
 }
 
