@@ -13,10 +13,13 @@ import (
 	"time"
 
 	"github.com/streamhub/streamhub/client"
+	"github.com/streamhub/streamhub/engine"
+	"github.com/streamhub/streamhub/engine/redis"
 	streampb "github.com/streamhub/streamhub/gen/grpc/stream_service/pb"
 	streamsvr "github.com/streamhub/streamhub/gen/grpc/stream_service/server"
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 	"github.com/streamhub/streamhub/internal/faultproxy"
+	"github.com/streamhub/streamhub/internal/redistest"
 	"github.com/streamhub/streamhub/internal/testpki"
 	"github.com/streamhub/streamhub/streaming"
 	"google.golang.org/grpc"
@@ -25,12 +28,14 @@ import (
 // hub is a StreamHub server that can be killed and started again on the
 // same address, as a crashed and restarted server would be.
 type hub struct {
-	t    *testing.T
-	cfg  streaming.Config
-	addr string
+	t     *testing.T
+	cfg   streaming.Config
+	addr  string
+	redis *redistest.Server // nil: the memory engine
 
 	mu     sync.Mutex // guards the fields below
 	svc    *streaming.Service
+	eng    engine.Engine // nil: the memory engine
 	gs     *grpc.Server
 	served chan struct{}
 }
@@ -76,7 +81,23 @@ func (h *hub) start() {
 		}
 		time.Sleep(10 * time.Millisecond) // polling for the port
 	}
-	svc := streaming.New(h.cfg)
+	var opts []streaming.Option
+	var eng engine.Engine
+	if h.redis != nil {
+		// A new instance, as a restarted process is.
+		relay := new(engine.Relay)
+		instance := fmt.Sprintf("hub-%d", time.Now().UnixNano())
+		ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+		var err error
+		eng, err = redis.New(ctx, redis.Options{Addr: h.redis.Addr(), Bounds: streaming.EngineBounds(h.cfg), Handler: relay, Instance: instance})
+		cancel()
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		opts = append(opts, streaming.WithEngine(eng, instance))
+		defer func() { relay.Set(h.svc) }()
+	}
+	svc := streaming.New(h.cfg, opts...)
 	gs := grpc.NewServer()
 	streampb.RegisterStreamServiceServer(gs, streamsvr.New(streamsvc.NewEndpoints(svc), nil))
 	served := make(chan struct{})
@@ -85,18 +106,21 @@ func (h *hub) start() {
 		_ = gs.Serve(lis)
 	}()
 	h.mu.Lock()
-	h.addr, h.svc, h.gs, h.served = lis.Addr().String(), svc, gs, served
+	h.addr, h.svc, h.eng, h.gs, h.served = lis.Addr().String(), svc, eng, gs, served
 	h.mu.Unlock()
 }
 
 // kill stops the server without a goodbye; its history is gone.
 func (h *hub) kill() {
 	h.mu.Lock()
-	svc, gs, served := h.svc, h.gs, h.served
-	h.svc, h.gs, h.served = nil, nil, nil
+	svc, eng, gs, served := h.svc, h.eng, h.gs, h.served
+	h.svc, h.eng, h.gs, h.served = nil, nil, nil, nil
 	h.mu.Unlock()
 	if gs == nil {
 		return
+	}
+	if eng != nil {
+		_ = eng.Close() // first: a crash says nothing more to Redis
 	}
 	gs.Stop()
 	<-served
@@ -214,6 +238,46 @@ func TestE2EReconnectScripted(t *testing.T) {
 		if !strings.Contains(sub.stderr.String(), want) {
 			t.Errorf("stderr does not say %q:\n%s", want, sub.stderr.String())
 		}
+	}
+}
+
+// TestE2EReconnectRedis is TestE2EReconnectScripted on the Redis engine:
+// the instance is killed and another started on the same address, and
+// the subscriber goes on where it was, nothing lost and nothing twice.
+func TestE2EReconnectRedis(t *testing.T) {
+	h := &hub{t: t, addr: "127.0.0.1:0", redis: redistest.Start(t)}
+	h.start()
+	t.Cleanup(h.kill)
+	in, w := stdinPipe(t)
+	sub := startCLI(t, in, "-reconnect", "-url", h.url(), "stream-service", "stream-data", "--client-id", "sub")
+	writeLine(t, w, joinLobby)
+	sub.waitOutput(t, "the joined", isControl("joined", "lobby"))
+	pub := dialClient(t, h.addr, "pub")
+
+	publish(t, pub, "lobby", msgIDs("m", 0, 50)...)
+	sub.waitOutput(t, "m-49", func(m jsonMessage) bool { return deref(m.ID) == "m-49" })
+	h.kill()
+	h.start()
+	publish(t, pub, "lobby", msgIDs("m", 50, 100)...)
+	sub.waitOutput(t, "m-99", func(m jsonMessage) bool { return deref(m.ID) == "m-99" })
+
+	w.Close()
+	if code := sub.wait(t, "the subscriber"); code != exitOK {
+		t.Fatalf("exit status %d; stderr:\n%s", code, sub.stderr.String())
+	}
+	msgs := parseOutput(t, sub.stdout.String())
+	checkDataOnce(t, msgs, "lobby", msgIDs("m", 0, 100))
+	epochs := map[string]bool{}
+	for _, m := range msgs {
+		if isControl("joined", "lobby")(m) && m.Recovered != nil && !*m.Recovered {
+			t.Errorf("a joined says recovered: false, though Redis kept the history:\n%s", sub.stdout.String())
+		}
+		if m.Type == "data" {
+			epochs[deref(m.Epoch)] = true
+		}
+	}
+	if len(epochs) != 1 {
+		t.Errorf("deliveries in %d epochs, want one:\n%s", len(epochs), sub.stdout.String())
 	}
 }
 
