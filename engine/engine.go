@@ -41,6 +41,13 @@ type Entry struct {
 	Publication
 }
 
+// Publishing is one publication of a PublishMany: the session and what is
+// published to it.
+type Publishing struct {
+	Session string
+	Publication
+}
+
 // Position is where a session's order stands: the last seq assigned in
 // Epoch (0 when none was).
 type Position struct {
@@ -135,6 +142,12 @@ type Engine interface {
 	// nothing, with one caveat: when the error is a timeout, the store may
 	// have accepted the entry, and it then arrives through HandleEntry.
 	Publish(ctx context.Context, session string, p Publication) (Entry, error)
+	// PublishMany publishes each of ps as Publish would, in order — a
+	// session's entries get their seqs in the order of ps — and in one
+	// round trip to the store where it allows, so that one publisher's
+	// stream of publications is pipelined, not one round trip each. Each
+	// has its own result: entries[i], or errs[i] when it failed.
+	PublishMany(ctx context.Context, ps []Publishing) (entries []Entry, errs []error)
 	// History returns the entries after seq after that history still
 	// holds, oldest first, at most limit of them (limit < 0: all, 0: none),
 	// and the session's position. A session without meta gets one: seq 0

@@ -39,6 +39,10 @@ func Run(t *testing.T, newEngine NewEngine) {
 		e, rec := open(t, engine.Bounds{Size: 2000})
 		testContiguous(t, e, rec)
 	})
+	t.Run("PublishManyInOrder", func(t *testing.T) {
+		e, rec := open(t, engine.Bounds{Size: 1000})
+		testPublishMany(t, e, rec)
+	})
 	t.Run("HandlerSeesEachSessionInOrder", func(t *testing.T) {
 		e, rec := open(t, engine.Bounds{Size: 10})
 		testOrder(t, e, rec)
@@ -181,6 +185,76 @@ func testContiguous(t *testing.T, e engine.Engine, rec *Recorder) {
 	for i, h := range rec.Entries("s") {
 		if !sameEntry(h, bySeq[uint64(i+1)]) {
 			t.Fatalf("handler entry %d = %+v, publish returned %+v", i, h, bySeq[uint64(i+1)])
+		}
+	}
+}
+
+// testPublishMany publishes batches to two sessions, interleaved, while
+// another publisher publishes one at a time: each batch's entries of a
+// session get rising seqs in the batch's order, every result is the entry
+// the handler sees, and a batch after Close fails item by item.
+func testPublishMany(t *testing.T, e engine.Engine, rec *Recorder) {
+	ctx := context.Background()
+	mustSubscribe(t, e, "x", "y")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 100 {
+			if _, err := e.Publish(ctx, "x", pub("single", "", fmt.Sprint(i))); err != nil {
+				t.Errorf("Publish: %v", err)
+				return
+			}
+		}
+	}()
+	var batches [][]engine.Entry
+	for b := range 10 {
+		var ps []engine.Publishing
+		for i := range 20 {
+			session := []string{"x", "y"}[i%2]
+			ps = append(ps, engine.Publishing{Session: session, Publication: pub("many", fmt.Sprint(b, "-", i), "d")})
+		}
+		entries, errs := e.PublishMany(ctx, ps)
+		if len(entries) != len(ps) || len(errs) != len(ps) {
+			t.Fatalf("PublishMany of %d returned %d entries and %d errors", len(ps), len(entries), len(errs))
+		}
+		last := map[string]uint64{}
+		for i, ent := range entries {
+			if errs[i] != nil {
+				t.Fatalf("PublishMany item %d: %v", i, errs[i])
+			}
+			if ent.ID != ps[i].ID || ent.Seq <= last[ps[i].Session] {
+				t.Fatalf("PublishMany item %d (%s): entry %+v after seq %d", i, ps[i].Session, ent, last[ps[i].Session])
+			}
+			last[ps[i].Session] = ent.Seq
+		}
+		batches = append(batches, entries)
+	}
+	<-done
+	rec.WaitFor(t, "x", 200)
+	rec.WaitFor(t, "y", 100)
+	seen := map[string]engine.Entry{}
+	for _, name := range []string{"x", "y"} {
+		for i, ent := range rec.Entries(name) {
+			if ent.Seq != uint64(i+1) {
+				t.Fatalf("session %q: handler's entry %d has seq %d", name, i, ent.Seq)
+			}
+			seen[name+"/"+ent.ID] = ent
+		}
+	}
+	for b, entries := range batches {
+		for i, ent := range entries {
+			if got, ok := seen[[]string{"x", "y"}[i%2]+"/"+ent.ID]; !ok || !sameEntry(got, ent) {
+				t.Fatalf("batch %d item %d: returned %+v, handler saw %+v", b, i, ent, got)
+			}
+		}
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, errs := e.PublishMany(ctx, []engine.Publishing{{Session: "x"}, {Session: "y"}})
+	for i, err := range errs {
+		if !errors.Is(err, engine.ErrClosed) {
+			t.Fatalf("PublishMany after Close: item %d: %v, want ErrClosed", i, err)
 		}
 	}
 }

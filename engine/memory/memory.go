@@ -119,6 +119,15 @@ func (e *Engine) Publish(ctx context.Context, name string, p engine.Publication)
 	return ent, nil
 }
 
+// PublishMany implements engine.Engine.
+func (e *Engine) PublishMany(ctx context.Context, ps []engine.Publishing) ([]engine.Entry, []error) {
+	entries, errs := make([]engine.Entry, len(ps)), make([]error, len(ps))
+	for i, p := range ps {
+		entries[i], errs[i] = e.Publish(ctx, p.Session, p.Publication)
+	}
+	return entries, errs
+}
+
 // History implements engine.Engine.
 func (e *Engine) History(ctx context.Context, name string, after uint64, limit int) (entries []engine.Entry, pos engine.Position, err error) {
 	defer e.observer.Done(engine.OpHistory, time.Now(), &err)

@@ -29,7 +29,9 @@ package redis
 
 import (
 	"context"
+	"crypto/sha1"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -90,9 +92,11 @@ type Options struct {
 type Engine struct {
 	client  rueidis.Client
 	publish *rueidis.Lua
-	history *rueidis.Lua
-	claim   *rueidis.Lua
-	release *rueidis.Lua
+	// publishSHA is the publish script's SHA-1, for pipelined EVALSHAs.
+	publishSHA string
+	history    *rueidis.Lua
+	claim      *rueidis.Lua
+	release    *rueidis.Lua
 	// memberships is the fenced write of a client's memberships.
 	memberships *rueidis.Lua
 	prefix      string
@@ -170,6 +174,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	e := &Engine{
 		client:      client,
 		publish:     rueidis.NewLuaScript(commonLua + publishLua),
+		publishSHA:  scriptSHA(commonLua + publishLua),
 		history:     rueidis.NewLuaScript(commonLua + historyLua),
 		claim:       rueidis.NewLuaScript(claimLua),
 		release:     rueidis.NewLuaScript(releaseLua),
@@ -203,6 +208,12 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		_ = e.Close()
 		return nil, fmt.Errorf("%w: redis %s: no Pub/Sub connection: %w", engine.ErrUnavailable, redactedAddr(opts.Addr), ctx.Err())
 	}
+}
+
+// scriptSHA is the SHA-1 that Redis names a script by.
+func scriptSHA(script string) string {
+	sum := sha1.Sum([]byte(script))
+	return hex.EncodeToString(sum[:])
 }
 
 func clientOption(addr string) (rueidis.ClientOption, error) {
@@ -249,17 +260,72 @@ func (e *Engine) Publish(ctx context.Context, session string, p engine.Publicati
 	if err := e.check(ctx); err != nil {
 		return engine.Entry{}, err
 	}
+	x := e.publishExec(engine.Publishing{Session: session, Publication: p})
+	return e.published(ctx, p, e.publish.Exec(ctx, e.client, x.Keys, x.Args))
+}
+
+// PublishMany implements engine.Engine: one pipelined round of the publish
+// script, which Redis runs in order.
+func (e *Engine) PublishMany(ctx context.Context, ps []engine.Publishing) ([]engine.Entry, []error) {
+	start := time.Now()
+	entries, errs := make([]engine.Entry, len(ps)), make([]error, len(ps))
+	defer func() {
+		for _, err := range errs {
+			e.observer.Done(engine.OpPublish, start, &err)
+		}
+	}()
+	if err := e.check(ctx); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return entries, errs
+	}
+	cmds := make(rueidis.Commands, len(ps))
+	for i, p := range ps {
+		x := e.publishExec(p)
+		cmds[i] = e.client.B().Evalsha().Sha1(e.publishSHA).Numkeys(int64(len(x.Keys))).Key(x.Keys...).Arg(x.Args...).Build()
+	}
+	results := e.client.DoMulti(ctx, cmds...)
+	// Those Redis had no script for (a new or restarted Redis, SCRIPT
+	// FLUSH) did not run: again, in order, loading the script first.
+	var again []int
+	var xs []rueidis.LuaExec
+	for i, r := range results {
+		if rerr, ok := rueidis.IsRedisErr(r.Error()); ok && rerr.IsNoScript() {
+			again = append(again, i)
+			xs = append(xs, e.publishExec(ps[i]))
+		}
+	}
+	if len(again) > 0 {
+		for k, r := range e.publish.ExecMulti(ctx, e.client, xs...) {
+			results[again[k]] = r
+		}
+	}
+	for i, r := range results {
+		entries[i], errs[i] = e.published(ctx, ps[i].Publication, r)
+	}
+	return entries, errs
+}
+
+// publishExec is the publish script's keys and arguments for p.
+func (e *Engine) publishExec(p engine.Publishing) rueidis.LuaExec {
 	streamTTL := e.bounds.TTL
 	if streamTTL == 0 {
 		streamTTL = e.bounds.MetaTTL
 	}
-	res, err := e.publish.Exec(ctx, e.client,
-		[]string{e.metaKey(session), e.streamKey(session)},
-		[]string{
-			e.channel(session), p.ClientID, p.ID, rueidis.BinaryString(p.Data), engine.NewEpoch(),
+	return rueidis.LuaExec{
+		Keys: []string{e.metaKey(p.Session), e.streamKey(p.Session)},
+		Args: []string{
+			e.channel(p.Session), p.ClientID, p.ID, rueidis.BinaryString(p.Data), engine.NewEpoch(),
 			strconv.Itoa(e.bounds.Size), strconv.Itoa(e.bounds.MaxBytes),
 			ms(e.bounds.TTL), ms(e.bounds.MetaTTL), ms(streamTTL),
-		}).ToArray()
+		},
+	}
+}
+
+// published is the entry the publish script's result r gives p.
+func (e *Engine) published(ctx context.Context, p engine.Publication, r rueidis.RedisResult) (engine.Entry, error) {
+	res, err := r.ToArray()
 	if err != nil {
 		return engine.Entry{}, e.fail(ctx, "publish", err)
 	}

@@ -119,3 +119,32 @@ func TestPublishAfterStreamExpired(t *testing.T) {
 		t.Fatalf("history holds %d entries after the stream expired; want seqs 3 and 4 (8 bytes of at most 10)", len(hist))
 	}
 }
+
+// TestPublishManyWithoutTheScript publishes a batch to a Redis that does
+// not have the publish script (new, restarted, or flushed): every item runs,
+// once, in order.
+func TestPublishManyWithoutTheScript(t *testing.T) {
+	srv := redistest.Start(t)
+	e := open(t, srv, engine.Bounds{Size: 100}, nil)
+	admin := adminClient(t, srv)
+	ctx := context.Background()
+	for round := range 2 {
+		if err := admin.Do(ctx, admin.B().ScriptFlush().Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+		ps := make([]engine.Publishing, 5)
+		for i := range ps {
+			ps[i] = engine.Publishing{Session: "s", Publication: engine.Publication{ID: fmt.Sprint(i)}}
+		}
+		entries, errs := e.PublishMany(ctx, ps)
+		for i, ent := range entries {
+			if errs[i] != nil || ent.Seq != uint64(round*5+i+1) {
+				t.Fatalf("round %d item %d: %+v, %v", round, i, ent, errs[i])
+			}
+		}
+	}
+	hist, _, err := e.History(ctx, "s", 0, -1)
+	if err != nil || len(hist) != 10 {
+		t.Fatalf("history has %d entries (%v), want 10", len(hist), err)
+	}
+}
