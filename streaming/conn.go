@@ -74,6 +74,14 @@ type conn struct {
 	batch   []outItem // taken from the queue; batch[applied:] not applied yet
 	applied int
 
+	// With a shared engine, publications on their way to the engine, in
+	// the client's order; a publisher goroutine runs while there are any.
+	pubMu      sync.Mutex
+	pubs       []publication
+	publishing bool
+	pubRoom    chan struct{} // capacity 1: room again in pubs
+	pubIdle    chan struct{} // capacity 1: the publisher goroutine ended
+
 	// Owned by the receiver, then by the cleanup once the receiver ended.
 	refused []outItem // membership changes served but not queued: the stream ended first
 }
@@ -93,6 +101,8 @@ func newConn(svc *Service, id string, stream streamsvc.StreamDataServerStream, c
 		killed:     make(chan struct{}),
 		senderDone: make(chan struct{}),
 		parked:     make(chan struct{}, 1),
+		pubRoom:    make(chan struct{}, 1),
+		pubIdle:    make(chan struct{}, 1),
 		recvDone:   make(chan struct{}),
 		finished:   make(chan struct{}),
 		hk:         housekeeping{recvAt: now, sendAt: now},
@@ -468,6 +478,7 @@ func (c *conn) sendFinal() {
 	if !r.flush {
 		return
 	}
+	c.waitPublished()
 	c.batch = c.q.take(c.batch)
 	if !c.applyAll() {
 		return

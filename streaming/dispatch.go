@@ -71,13 +71,9 @@ func (c *conn) publish(msg *streamsvc.DataMessage) {
 	if m != nil {
 		// Members of sessions attached to a live stream are never removed
 		// under it, so the session is still there.
-		var err error
 		if c.svc.shared != nil {
-			err = c.svc.publishShared(c, m.sess, msg)
-		} else {
-			err = m.sess.publish(c.svc.sessions, c, msg)
-		}
-		if err != nil {
+			c.publishShared(m.sess, msg)
+		} else if err := m.sess.publish(c.svc.sessions, c, msg); err != nil {
 			c.refuse(msg, err.Error())
 		}
 	}

@@ -312,28 +312,117 @@ func engineError(err error) error {
 	return fmt.Errorf("engine: %w", err)
 }
 
-// publishShared has the engine accept msg as the session's next entry; it
-// reaches the members, here and on every instance, when the engine feeds
-// it back.
-func (s *Service) publishShared(c *conn, ss *session, msg *streamsvc.DataMessage) error {
-	ss.mu.Lock()
-	err := ss.fit(s.sessions, int64(len(msg.Data)))
-	ss.mu.Unlock()
-	if err != nil {
-		return err
+// publication is a data message on its way to the shared engine.
+type publication struct {
+	sess *session
+	msg  *streamsvc.DataMessage
+}
+
+// publishShared queues msg for the engine. A stream's publications go to
+// the engine in the client's order, pipelined: while one round is on its
+// way, the next gathers. A client with --queue-size of them on their way
+// is not read from until the engine has taken some.
+func (c *conn) publishShared(ss *session, msg *streamsvc.DataMessage) {
+	for {
+		c.pubMu.Lock()
+		if len(c.pubs) < c.svc.cfg.QueueSize {
+			c.pubs = append(c.pubs, publication{ss, msg})
+			start := !c.publishing
+			c.publishing = true
+			c.pubMu.Unlock()
+			if start {
+				c.svc.wg.Add(1)
+				go c.publishLoop()
+			}
+			return
+		}
+		c.pubMu.Unlock()
+		select {
+		case <-c.pubRoom:
+		case <-c.closing:
+			return
+		}
 	}
-	p := engine.Publication{ClientID: c.id, Data: msg.Data}
-	if msg.ID != nil {
-		p.ID = *msg.ID
+}
+
+// publishLoop hands the stream's publications to the engine, a round at a
+// time, until none is left.
+func (c *conn) publishLoop() {
+	defer c.svc.wg.Done()
+	defer c.recoverPanic()
+	var round []publication
+	for {
+		c.pubMu.Lock()
+		round = append(round[:0], c.pubs...)
+		clear(c.pubs)
+		c.pubs = c.pubs[:0]
+		if len(round) == 0 {
+			c.publishing = false
+			c.pubMu.Unlock()
+			signal(c.pubIdle)
+			return
+		}
+		c.pubMu.Unlock()
+		signal(c.pubRoom)
+		c.svc.publishRound(c, round)
+		clear(round)
+	}
+}
+
+// waitPublished waits until the publications on their way to the engine
+// are done with, or the stream is killed: a flush then includes their
+// deliveries.
+func (c *conn) waitPublished() {
+	for {
+		c.pubMu.Lock()
+		busy := c.publishing
+		c.pubMu.Unlock()
+		if !busy {
+			return
+		}
+		select {
+		case <-c.pubIdle:
+		case <-c.killed:
+			return
+		}
+	}
+}
+
+// publishRound has the engine accept a round of c's publications; each
+// reaches the members, here and on every instance, when the engine feeds
+// it back, or is refused with the reason.
+func (s *Service) publishRound(c *conn, round []publication) {
+	ps := make([]engine.Publishing, 0, len(round))
+	sent := make([]*publication, 0, len(round))
+	for i := range round {
+		p := &round[i]
+		p.sess.mu.Lock()
+		err := p.sess.fit(s.sessions, int64(len(p.msg.Data)))
+		p.sess.mu.Unlock()
+		if err != nil {
+			c.refuse(p.msg, err.Error())
+			continue
+		}
+		pub := engine.Publishing{Session: *p.sess.name, Publication: engine.Publication{ClientID: c.id, Data: p.msg.Data}}
+		if p.msg.ID != nil {
+			pub.ID = *p.msg.ID
+		}
+		ps = append(ps, pub)
+		sent = append(sent, p)
+	}
+	if len(ps) == 0 {
+		return
 	}
 	ctx, cancel := call()
-	e, err := s.shared.eng.Publish(ctx, *ss.name, p)
+	entries, errs := s.shared.eng.PublishMany(ctx, ps)
 	cancel()
-	if err != nil {
-		return engineError(err)
+	for i, p := range sent {
+		if errs[i] != nil {
+			c.refuse(p.msg, engineError(errs[i]).Error())
+			continue
+		}
+		s.HandleEntry(ps[i].Session, entries[i]) // at once, unless the live feed was quicker
 	}
-	s.HandleEntry(*ss.name, e) // at once, unless the live feed was quicker
-	return nil
 }
 
 // claim makes this instance the owner of c's client under a new fence,
