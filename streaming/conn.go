@@ -81,6 +81,7 @@ type conn struct {
 	publishing bool
 	pubRoom    chan struct{} // capacity 1: room again in pubs
 	pubIdle    chan struct{} // capacity 1: the publisher goroutine ended
+	dirty      atomic.Bool   // its client's memberships changed since the saver last looked
 
 	// Owned by the receiver, then by the cleanup once the receiver ended.
 	refused []outItem // membership changes served but not queued: the stream ended first

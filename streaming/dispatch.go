@@ -99,7 +99,7 @@ func (c *conn) joinSession(msg *streamsvc.DataMessage, implicit bool) (*member, 
 		cl.mu.Unlock()
 		if !full {
 			if c.svc.shared != nil && m != nil {
-				signal(c.svc.shared.kick)
+				c.membershipsChanged()
 			}
 			return m, it
 		}
@@ -161,7 +161,7 @@ func (c *conn) control(msg *streamsvc.DataMessage) {
 	}
 	c.reply(it)
 	if c.svc.shared != nil {
-		signal(c.svc.shared.kick)
+		c.membershipsChanged()
 	}
 }
 

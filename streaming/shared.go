@@ -496,6 +496,12 @@ func (s *Service) restore(c *conn) {
 	}
 }
 
+// membershipsChanged has the saver save the stream's memberships now.
+func (c *conn) membershipsChanged() {
+	c.dirty.Store(true)
+	signal(c.svc.shared.kick)
+}
+
 // memberships is what the engine keeps of the client's memberships now.
 func (cl *client) memberships(buf []engine.Membership) []engine.Membership {
 	cl.mu.Lock()
@@ -655,7 +661,7 @@ func (s *Service) syncSession(name string) error {
 
 // keepLoop tells the engine this instance is alive, and saves the
 // memberships of the live streams whose positions moved: at least every
-// keepInterval, at once when a client changed its memberships.
+// keepInterval, at once for a stream whose client changed its memberships.
 func (s *Service) keepLoop() {
 	defer s.wg.Done()
 	sh := s.shared
@@ -664,41 +670,82 @@ func (s *Service) keepLoop() {
 	seed := maphash.MakeSeed()
 	saved := make(map[*conn]uint64) // digest of what was last saved, by stream
 	var conns []*conn
-	var buf []engine.Membership
+	var jobs []saveJob
 	lastFull := time.Now()
 	s.heartbeat()
 	for {
-		full := false
+		all, full := false, false
 		select {
 		case <-s.stop:
 			return
 		case <-sh.kick:
 		case now := <-tick.C:
 			s.heartbeat()
+			all = true
 			if now.Sub(lastFull) >= resaveInterval {
 				full, lastFull = true, now
 			}
 		}
 		conns = s.pool.snapshot(conns[:0])
-		live := make(map[*conn]uint64, len(conns))
+		jobs = jobs[:0]
 		for _, c := range conns {
+			dirty := c.dirty.Swap(false)
 			fence := c.fence.Load()
-			if !c.serving.Load() || fence == 0 || c.isClosing() {
+			if !(all || dirty) || !c.serving.Load() || fence == 0 || c.isClosing() {
 				continue
 			}
-			buf = c.client.memberships(buf[:0])
-			sum := digest(seed, buf)
-			live[c] = saved[c]
-			if !full && saved[c] == sum {
-				continue
+			ms := c.client.memberships(nil)
+			if sum := digest(seed, ms); full || saved[c] != sum {
+				jobs = append(jobs, saveJob{c: c, fence: fence, ms: ms, sum: sum})
 			}
-			if err := s.save(c, fence, buf); err == nil {
-				live[c] = sum
+		}
+		s.saveAll(jobs)
+		if all {
+			live := make(map[*conn]uint64, len(conns))
+			for _, c := range conns {
+				if sum, ok := saved[c]; ok {
+					live[c] = sum
+				}
+			}
+			saved = live
+		}
+		for _, j := range jobs {
+			if j.ok {
+				saved[j.c] = j.sum
 			}
 		}
 		clear(conns)
-		saved = live
+		clear(jobs)
 	}
+}
+
+// saveJob is one stream's memberships to save.
+type saveJob struct {
+	c     *conn
+	fence uint64
+	ms    []engine.Membership
+	sum   uint64
+	ok    bool // saved
+}
+
+// saveParallel is how many saves are on their way at once: the engine
+// pipelines them.
+const saveParallel = 32
+
+// saveAll saves the jobs' memberships, several at once.
+func (s *Service) saveAll(jobs []saveJob) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, saveParallel)
+	for i := range jobs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			j := &jobs[i]
+			j.ok = s.save(j.c, j.fence, j.ms) == nil
+		}()
+	}
+	wg.Wait()
 }
 
 // save saves the memberships of c's client. A fenced write means another
