@@ -168,21 +168,30 @@ type probe func(ctx context.Context)
 type window struct {
 	elapsed time.Duration
 	cpu     time.Duration // the server's CPU time during the window; -1 when unknown
+	redis   *redisUse     // what the server's Redis did; nil without one, or unknown
+}
+
+// reading is what a meter reads at a measurement window's opening and
+// closing.
+type reading struct {
+	cpu   time.Duration // the server's CPU time: every instance's
+	redis *redisSample  // its Redis's counters; nil without one
 }
 
 // measure lets the load warm up, then opens the measurement window for d.
 // The window closes early if the run fails. A probe, if any, starts with
-// the window, and the load keeps running until it returns. cpu, if set,
-// reads the server's CPU time, at the window's opening and closing.
-func (r *loadRun) measure(warmup, d time.Duration, p probe, cpu func() (time.Duration, error)) (window, error) {
+// the window, and the load keeps running until it returns. meter, if set,
+// reads the server's CPU time (and its Redis's counters), at the window's
+// opening and closing.
+func (r *loadRun) measure(warmup, d time.Duration, p probe, meter func() (reading, error)) (window, error) {
 	w := window{cpu: -1}
 	if !sleep(r.ctx, warmup) {
 		return w, r.failure()
 	}
-	var cpu0 time.Duration
-	cpuErr := errors.New("no CPU reading")
-	if cpu != nil {
-		cpu0, cpuErr = cpu()
+	var r0 reading
+	meterErr := errors.New("no meter")
+	if meter != nil {
+		r0, meterErr = meter()
 	}
 	probed := make(chan struct{})
 	r.measuring.Store(true)
@@ -196,9 +205,12 @@ func (r *loadRun) measure(warmup, d time.Duration, p probe, cpu func() (time.Dur
 	sleep(r.ctx, d)
 	r.measuring.Store(false)
 	w.elapsed = time.Since(start)
-	if cpuErr == nil {
-		if cpu1, err := cpu(); err == nil {
-			w.cpu = cpu1 - cpu0
+	if meterErr == nil {
+		if r1, err := meter(); err == nil {
+			w.cpu = r1.cpu - r0.cpu
+			if r0.redis != nil && r1.redis != nil {
+				w.redis = redisWindow(*r0.redis, *r1.redis, w.elapsed, w.cpu)
+			}
 		}
 	}
 	<-probed
@@ -246,14 +258,20 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // dialAll opens n client connections to addr, closed when the run finishes.
 func (r *loadRun) dialAll(addr string, n int, opts ...grpc.DialOption) ([]*grpc.ClientConn, error) {
+	return r.dialEach([]string{addr}, n, opts...)
+}
+
+// dialEach opens n client connections, the i-th to addrs[i % len(addrs)],
+// closed when the run finishes.
+func (r *loadRun) dialEach(addrs []string, n int, opts ...grpc.DialOption) ([]*grpc.ClientConn, error) {
 	conns := make([]*grpc.ClientConn, 0, n)
 	r.onFinish(func() {
 		for _, cc := range conns {
 			cc.Close()
 		}
 	})
-	for range n {
-		cc, err := dial(addr, opts...)
+	for i := range n {
+		cc, err := dial(addrs[i%len(addrs)], opts...)
 		if err != nil {
 			return nil, err
 		}

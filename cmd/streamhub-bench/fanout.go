@@ -15,10 +15,16 @@ const fanoutSession = "bench-fanout"
 // connections, join one session; one publisher on a connection of its own
 // joins it too and publishes as fast as the slowest member allows: at most
 // window messages ahead of it. Deliveries to the subscribers are counted;
-// the publisher's own deliveries only pace it.
+// the publisher's own deliveries only pace it. A server of several
+// instances sharing a Redis gets the subscribers' connections in turn; the
+// publisher is on the first.
 func fanoutLoad(subscribers, conns, window, size int) loadFunc {
 	return func(r *loadRun, t *target) error {
-		ccs, err := r.dialAll(t.grpcAddr, conns+1)
+		ccs, err := r.dialEach(t.grpcAddrs(), conns)
+		if err != nil {
+			return err
+		}
+		pubcc, err := r.dialAll(t.grpcAddr, 1)
 		if err != nil {
 			return err
 		}
@@ -58,7 +64,7 @@ func fanoutLoad(subscribers, conns, window, size int) loadFunc {
 		}
 
 		const who = "bench-publisher"
-		pub, err := openStream(r.ctx, ccs[conns], who)
+		pub, err := openStream(r.ctx, pubcc[0], who)
 		if err != nil {
 			return err
 		}

@@ -6,12 +6,20 @@
 //  2. many streams, each in its own session, sending as fast as a bounded
 //     window of outstanding messages allows;
 //  3. fan-out from one publisher to many subscribers of one session;
-//  4. memory per idle connection at thousands of concurrent streams.
+//  4. memory per idle connection at thousands of concurrent streams;
+//  5. fan-out as in 3 on the Redis engine, against the memory engine: on
+//     one instance, and with the members over two instances;
+//  6. many publishers, each in a session of its own, on one instance on the
+//     Redis engine: publishes accepted, and what they cost Redis.
 //
 // Both servers run as child processes on loopback ports, a fresh one per
 // run: StreamHub from its binary (-server-bin), the baseline from this
-// binary in its hidden -serve-baseline mode. The load generator is this
-// process. `make bench` builds everything and runs it with the defaults.
+// binary in its hidden -serve-baseline mode. Scenarios 5 and 6 compare
+// StreamHub with itself instead: --engine redis, on a redis-server the
+// bench starts for each run, against the memory engine; without
+// redis-server they are skipped, saying how to install it. The load
+// generator is this process. `make bench` builds everything and runs it
+// with the defaults.
 package main
 
 import (
@@ -22,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"runtime"
 	"slices"
@@ -76,7 +85,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{o: o, l: childLauncher{serverBin: o.serverBin, serverArgs: o.serverArgs, self: self, baselineArgs: o.baselineArgs}, progress: stderr}
+	l := childLauncher{serverBin: o.serverBin, serverArgs: o.serverArgs, self: self, baselineArgs: o.baselineArgs, redisBin: o.redisServer}
+	if l.redisBin == "" {
+		l.redisBin, _ = exec.LookPath("redis-server") // none: the Redis scenarios say so
+	}
+	b := &bench{o: o, l: l, progress: stderr}
+	if o.scenarios[5] || o.scenarios[6] {
+		b.noRedis = redisUnavailable(ctx, l.redisBin, o.serverBin)
+	}
 	rep := b.runAll(ctx)
 	if o.json {
 		err = rep.writeJSON(stdout)
@@ -95,28 +111,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // options is everything the command line sets.
 type options struct {
-	scenarios     map[int]bool
-	duration      time.Duration
-	count         int
-	warmup        time.Duration
-	size          int
-	sizes         []int
-	streams       int
-	streamConns   int
-	window        int
-	subscribers   int
-	fanoutConns   int
-	fanoutWindow  int
-	idleConns     int
-	idleHeartbeat time.Duration
-	idleHold      time.Duration
-	idleBurst     int
-	idleBurstSize int
-	serverBin     string
-	serverArgs    []string
-	baselineArgs  []string
-	json          bool
-	profileDir    string
+	scenarios      map[int]bool
+	duration       time.Duration
+	count          int
+	warmup         time.Duration
+	size           int
+	sizes          []int
+	streams        int
+	streamConns    int
+	window         int
+	subscribers    int
+	fanoutConns    int
+	fanoutWindow   int
+	idleConns      int
+	idleHeartbeat  time.Duration
+	idleHold       time.Duration
+	idleBurst      int
+	idleBurstSize  int
+	serverBin      string
+	serverArgs     []string
+	baselineArgs   []string
+	redisServer    string
+	redisInstances int
+	json           bool
+	profileDir     string
 }
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
@@ -127,21 +145,25 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprint(fs.Output(), "Usage: streamhub-bench [flags]\n\n"+
 			"Measures StreamHub against a bare grpc-go server speaking the same protobuf, in the same run:\n"+
 			"1 ping-pong on one stream, 2 many streams each in its own session, 3 fan-out to one session's\n"+
-			"subscribers, 4 server memory per idle connection. Both servers run as child processes on loopback.\n\n")
+			"subscribers, 4 server memory per idle connection. Both servers run as child processes on loopback.\n"+
+			"On the Redis engine, against the memory engine (needs redis-server; skipped without it):\n"+
+			"5 scenario 3's fan-out, 6 scenario 2's streams as publishers, with Redis's CPU per publish.\n\n")
 		fs.PrintDefaults()
 	}
-	scenarios := fs.String("scenarios", "1,2,3,4", "comma-separated scenarios to run")
-	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measured time of each run (scenarios 1-3)")
-	fs.IntVar(&o.count, "count", 1, "runs of each server in scenarios 1-3, alternating; the run with the median rate is reported")
-	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "load before the measurement starts (scenarios 1-3)")
-	fs.IntVar(&o.size, "size", 64, "data payload bytes, scenarios 1 and 3 (at least 16: send time and sequence number)")
+	scenarios := fs.String("scenarios", defaultScenarios, "comma-separated scenarios to run")
+	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measured time of each run (scenarios 1-3, 5, 6)")
+	fs.IntVar(&o.count, "count", 1, "runs of each server in scenarios 1-3, 5 and 6, rotating which goes first; the run with the median rate is reported")
+	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "load before the measurement starts (scenarios 1-3, 5, 6)")
+	fs.IntVar(&o.size, "size", 64, "data payload bytes, scenarios 1, 3, 5 and 6 (at least 16: send time and sequence number)")
 	sizes := fs.String("sizes", "64,1024", "comma-separated payload sizes of scenario 2, one run each")
-	fs.IntVar(&o.streams, "streams", 64, "scenario 2: streams, each in a session of its own")
-	fs.IntVar(&o.streamConns, "stream-conns", 64, "scenario 2: client connections the streams are spread over")
-	fs.IntVar(&o.window, "window", 32, "scenario 2: messages each stream may have sent and not yet had back")
-	fs.IntVar(&o.subscribers, "subscribers", 1000, "scenario 3: subscribers of the session")
-	fs.IntVar(&o.fanoutConns, "fanout-conns", 50, "scenario 3: client connections the subscribers are spread over")
-	fs.IntVar(&o.fanoutWindow, "fanout-window", 64, "scenario 3: messages the publisher may be ahead of the slowest member")
+	fs.IntVar(&o.streams, "streams", 64, "scenarios 2 and 6: streams, each in a session of its own")
+	fs.IntVar(&o.streamConns, "stream-conns", 64, "scenarios 2 and 6: client connections the streams are spread over")
+	fs.IntVar(&o.window, "window", 32, "scenarios 2 and 6: messages each stream may have sent and not yet had back")
+	fs.IntVar(&o.subscribers, "subscribers", 1000, "scenarios 3 and 5: subscribers of the session")
+	fs.IntVar(&o.fanoutConns, "fanout-conns", 50, "scenarios 3 and 5: client connections the subscribers are spread over")
+	fs.IntVar(&o.fanoutWindow, "fanout-window", 64, "scenarios 3 and 5: messages the publisher may be ahead of the slowest member")
+	fs.StringVar(&o.redisServer, "redis-server", "", "scenarios 5 and 6: the redis-server program (default: redis-server on PATH)")
+	fs.IntVar(&o.redisInstances, "redis-instances", 2, "scenario 5: also run the members over this many instances sharing the Redis (2), or only over one (1)")
 	fs.IntVar(&o.idleConns, "idle-conns", 5000, "scenario 4: idle streams, each on a TCP connection of its own")
 	fs.DurationVar(&o.idleHeartbeat, "idle-heartbeat", time.Second, "scenario 4: client heartbeat interval, and the servers' heartbeat interval")
 	fs.DurationVar(&o.idleHold, "idle-hold", 3*time.Second, "scenario 4: how long the streams stay open before the memory is sampled")
@@ -153,7 +175,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	baselineArgs := fs.String("baseline-args", "", "grpc-go options for the baseline, to see what they would buy: "+
 		"-write-buffer-size N, -read-buffer-size N")
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
-	fs.StringVar(&o.profileDir, "profile", "", "save each server's CPU and allocation profiles of scenarios 1-3, and heap profile of scenario 4, in this directory")
+	fs.StringVar(&o.profileDir, "profile", "", "save each server's CPU and allocation profiles of scenarios 1-3, 5 and 6 (of the first instance), and heap profile of scenario 4, in this directory")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -169,7 +191,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-scenarios: %w", err)
 	}
 	for _, n := range nums {
-		if n < 1 || n > 4 {
+		if n < 1 || n > 6 {
 			return nil, fmt.Errorf("-scenarios: no scenario %d", n)
 		}
 		o.scenarios[n] = true
@@ -192,6 +214,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		{"subscribers", o.subscribers > 0},
 		{"fanout-conns", o.fanoutConns > 0},
 		{"fanout-window", o.fanoutWindow > 0},
+		{"redis-instances", o.redisInstances == 1 || o.redisInstances == 2},
 		{"idle-conns", o.idleConns > 0},
 		{"idle-heartbeat", o.idleHeartbeat > 0},
 		{"idle-hold", o.idleHold > 0},
@@ -222,14 +245,20 @@ func parseInts(s string) ([]int, error) {
 // them.
 type loadFunc func(r *loadRun, t *target) error
 
+// defaultScenarios is every scenario: 5 and 6 are skipped, with a note
+// on how to install redis-server, where there is none.
+const defaultScenarios = "1,2,3,4,5,6"
+
 // bench runs the scenarios.
 type bench struct {
 	o        *options
 	l        launcher
 	progress io.Writer // a line per run as it ends
+	// noRedis says why scenarios 5 and 6 cannot run; empty when they can.
+	noRedis string
 }
 
-// kinds are the servers each scenario runs against, in this order.
+// kinds are the servers scenarios 1-4 run against, in this order.
 var kinds = []string{kindBaseline, kindStreamHub}
 
 // runAll runs the selected scenarios, one server at a time.
@@ -238,30 +267,68 @@ func (b *bench) runAll(ctx context.Context) *report {
 	rep := newReport(o, b.l)
 	if o.scenarios[1] {
 		rep.add(b.throughput(ctx, 1, fmt.Sprintf("ping-pong, 1 stream, %s", sizeName(o.size)),
-			fmt.Sprintf("1-pingpong-%s", sizeName(o.size)), "msgs/s", settings{}, pingPongLoad(o.size)))
+			fmt.Sprintf("1-pingpong-%s", sizeName(o.size)), "msgs/s", kinds, settings{}, pingPongLoad(o.size)))
 	}
 	if o.scenarios[2] {
 		for _, size := range o.sizes {
 			rep.add(b.throughput(ctx, 2,
 				fmt.Sprintf("%d streams/%d conns, window %d, %s", o.streams, o.streamConns, o.window, sizeName(size)),
-				fmt.Sprintf("2-streams-%s", sizeName(size)), "msgs/s", settings{maxConns: o.streams},
+				fmt.Sprintf("2-streams-%s", sizeName(size)), "msgs/s", kinds, settings{maxConns: o.streams},
 				streamsLoad(o.streams, o.streamConns, o.window, size)))
 		}
 	}
 	if o.scenarios[3] {
 		rep.add(b.throughput(ctx, 3,
 			fmt.Sprintf("fan-out 1→%d subs/%d conns, window %d, %s", o.subscribers, o.fanoutConns, o.fanoutWindow, sizeName(o.size)),
-			fmt.Sprintf("3-fanout-%s", sizeName(o.size)), "deliveries/s", settings{maxConns: o.subscribers + 1},
+			fmt.Sprintf("3-fanout-%s", sizeName(o.size)), "deliveries/s", kinds, settings{maxConns: o.subscribers + 1},
 			fanoutLoad(o.subscribers, o.fanoutConns, o.fanoutWindow, o.size)))
 	}
 	if o.scenarios[4] {
 		rep.add(b.idle(ctx))
 	}
+	b.runRedis(ctx, rep)
 	return rep
 }
 
-// throughput runs one load against each server.
-func (b *bench) throughput(ctx context.Context, number int, name, slug, unit string, s settings, load loadFunc) *comparison {
+// runRedis runs scenarios 5 and 6, or notes why they were skipped.
+func (b *bench) runRedis(ctx context.Context, rep *report) {
+	o := b.o
+	var selected []string
+	for _, n := range []int{5, 6} {
+		if o.scenarios[n] {
+			selected = append(selected, strconv.Itoa(n))
+		}
+	}
+	if len(selected) == 0 {
+		return
+	}
+	if b.noRedis != "" {
+		note := fmt.Sprintf("%s (Redis engine): %s", strings.Join(selected, ", "), b.noRedis)
+		rep.Skipped = append(rep.Skipped, note)
+		b.logf("skipped %s", note)
+		return
+	}
+	rep.Setup = append(rep.Setup, "redis:     "+b.l.describe(kindRedis)+"; ratios of scenarios 5 and 6 are against the memory engine (streamhub)")
+	if o.scenarios[5] {
+		servers := []string{kindStreamHub, kindRedis}
+		if o.redisInstances > 1 {
+			servers = append(servers, kindRedis2)
+		}
+		rep.add(b.throughput(ctx, 5,
+			fmt.Sprintf("Redis engine: fan-out 1→%d subs/%d conns, window %d, %s", o.subscribers, o.fanoutConns, o.fanoutWindow, sizeName(o.size)),
+			fmt.Sprintf("5-redis-fanout-%s", sizeName(o.size)), "deliveries/s", servers, settings{maxConns: o.subscribers + 1},
+			fanoutLoad(o.subscribers, o.fanoutConns, o.fanoutWindow, o.size)))
+	}
+	if o.scenarios[6] {
+		rep.add(b.throughput(ctx, 6,
+			fmt.Sprintf("Redis engine: %d publishers/%d conns, a session each, window %d, %s", o.streams, o.streamConns, o.window, sizeName(o.size)),
+			fmt.Sprintf("6-redis-publishers-%s", sizeName(o.size)), "publishes/s", []string{kindStreamHub, kindRedis}, settings{maxConns: o.streams},
+			streamsLoad(o.streams, o.streamConns, o.window, o.size)))
+	}
+}
+
+// throughput runs one load against each of servers.
+func (b *bench) throughput(ctx context.Context, number int, name, slug, unit string, servers []string, s settings, load loadFunc) *comparison {
 	c := &comparison{Number: number, Scenario: name, Unit: unit}
 	runs := make(map[string][]result)
 	for i := range b.o.count {
@@ -269,17 +336,17 @@ func (b *bench) throughput(ctx context.Context, number int, name, slug, unit str
 		if b.o.count > 1 {
 			run = fmt.Sprintf("%s-%d", slug, i+1)
 		}
-		order := kinds
-		if i%2 == 1 { // alternate which server goes first, so neither always gets the warmer machine
-			order = []string{kinds[1], kinds[0]}
-		}
+		// Rotate which server goes first, so that none always gets the
+		// warmer machine.
+		k := i % len(servers)
+		order := append(slices.Clone(servers[k:]), servers[:k]...)
 		for _, kind := range order {
 			res := b.runLoad(ctx, kind, run, s, load)
 			b.logf("%s %-9s %s", slug, kind, res.summary(unit))
 			runs[kind] = append(runs[kind], res)
 		}
 	}
-	for _, kind := range kinds {
+	for _, kind := range servers {
 		c.Results = append(c.Results, median(runs[kind]))
 	}
 	c.compare()
@@ -311,7 +378,7 @@ func (b *bench) runLoad(ctx context.Context, kind, slug string, s settings, load
 	r := newLoadRun(ctx)
 	var w window
 	if err = load(r, t); err == nil {
-		w, err = r.measure(b.o.warmup, b.o.duration, b.profiler(t, slug), func() (time.Duration, error) { return processCPU(t.pid) })
+		w, err = r.measure(b.o.warmup, b.o.duration, b.profiler(t, slug), meter(t))
 	}
 	h, ferr := r.finish()
 	if err == nil {
@@ -329,6 +396,26 @@ func (b *bench) runLoad(ctx context.Context, kind, slug string, s settings, load
 	}
 	res.setLatency(h, w)
 	return res
+}
+
+// meter reads a server's CPU time, every instance's, and its Redis's
+// counters if it has one.
+func meter(t *target) func() (reading, error) {
+	return func() (reading, error) {
+		cpu, err := t.cpu()
+		if err != nil {
+			return reading{}, err
+		}
+		rd := reading{cpu: cpu}
+		if t.redis != nil {
+			s, err := sampleRedis(t.redis)
+			if err != nil {
+				return reading{}, err
+			}
+			rd.redis = &s
+		}
+		return rd, nil
+	}
 }
 
 // profiler is the probe that saves a server's CPU and allocation profiles

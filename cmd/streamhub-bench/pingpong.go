@@ -17,7 +17,7 @@ func pingPongLoad(size int) loadFunc {
 		if err != nil {
 			return err
 		}
-		if t.kind == kindStreamHub {
+		if t.kind != kindBaseline { // StreamHub delivers to members only
 			if err := join(st, who); err != nil {
 				return err
 			}

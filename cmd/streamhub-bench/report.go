@@ -19,6 +19,14 @@ const (
 	maxIdleRSSConn = 32 << 10
 )
 
+// Targets of the Redis engine (SPEC §13): fan-out on it at least this
+// fraction of the memory engine's deliveries/s, and publishes of different
+// clients pipelined: more than one per read Redis makes.
+const (
+	minRedisFanoutRatio = 0.8
+	minPublishesPerRead = 1.0
+)
+
 // result is one server's numbers in one scenario.
 type result struct {
 	Server   string  `json:"server"`
@@ -31,9 +39,14 @@ type result struct {
 	MeanUS   float64 `json:"mean_us,omitempty"`
 	// The server's CPU time in the window, per message: robust to other
 	// load on the machine, which the rate is not.
-	CPUPerMsgUS float64     `json:"server_cpu_per_msg_us,omitempty"`
-	Memory      *idleMemory `json:"memory,omitempty"`
-	Error       string      `json:"error,omitempty"`
+	CPUPerMsgUS float64 `json:"server_cpu_per_msg_us,omitempty"`
+	// Ratios to the comparison's reference server, on the other rows.
+	RateRatio float64     `json:"rate_ratio,omitempty"`
+	P99Ratio  float64     `json:"p99_ratio,omitempty"`
+	CPURatio  float64     `json:"server_cpu_per_msg_ratio,omitempty"`
+	Redis     *redisUse   `json:"redis,omitempty"` // a server on the Redis engine
+	Memory    *idleMemory `json:"memory,omitempty"`
+	Error     string      `json:"error,omitempty"`
 }
 
 func (r *result) setLatency(h *histogram, w window) {
@@ -48,6 +61,7 @@ func (r *result) setLatency(h *histogram, w window) {
 	}
 	r.P50us, r.P99us, r.P999us = us(h.percentile(0.50)), us(h.percentile(0.99)), us(h.percentile(0.999))
 	r.MeanUS = us(h.mean())
+	r.Redis = w.redis
 }
 
 // summary is the one-line progress report of a run.
@@ -60,8 +74,13 @@ func (r *result) summary(unit string) string {
 		return fmt.Sprintf("%d streams: RSS %s/conn, heap %s/conn, stacks %s/conn, %.2f goroutines/conn",
 			m.Streams, fmtBytes(m.RSSPerConn), fmtBytes(m.HeapPerConn), fmtBytes(m.StackPerConn), m.GoroutinesPerConn)
 	default:
-		return fmt.Sprintf("%s %s, p50 %s p99 %s p999 %s, server CPU %s/msg", fmtCount(r.Rate), unit,
+		s := fmt.Sprintf("%s %s, p50 %s p99 %s p999 %s, server CPU %s/msg", fmtCount(r.Rate), unit,
 			fmtMicros(r.P50us), fmtMicros(r.P99us), fmtMicros(r.P999us), fmtMicros(r.CPUPerMsgUS))
+		if u := r.Redis; u != nil {
+			s += fmt.Sprintf("; Redis: %s publishes/s, CPU %s/publish (%.0f%% of a core), %.1f publishes/read",
+				fmtCount(u.PublishesRate), fmtMicros(u.CPUPerPublishUS), u.CPUPercent, u.PublishesPerRead)
+		}
+		return s
 	}
 }
 
@@ -81,18 +100,30 @@ func (c check) String() string {
 	return fmt.Sprintf("%s %s: %s", c.Name, c.Want, verdict)
 }
 
-// comparison is one scenario: the baseline's result, StreamHub's, their
-// ratios and the targets.
+// comparison is one scenario: each server's result, their ratios to the
+// reference server's and the targets. Scenarios 1-4 compare StreamHub
+// (the subject) with the baseline (the reference); 5 and 6 StreamHub on the
+// Redis engine with StreamHub on the memory engine.
 type comparison struct {
 	Number    int      `json:"number"`
 	Scenario  string   `json:"scenario"`
 	Unit      string   `json:"unit"`
-	Results   []result `json:"results"`              // baseline, then streamhub
-	RateRatio float64  `json:"rate_ratio,omitempty"` // streamhub / baseline
-	P99Ratio  float64  `json:"p99_ratio,omitempty"`  // streamhub / baseline
+	Reference string   `json:"reference,omitempty"`  // the server of the ratios' denominators
+	Results   []result `json:"results"`              // the reference's first
+	RateRatio float64  `json:"rate_ratio,omitempty"` // subject / reference
+	P99Ratio  float64  `json:"p99_ratio,omitempty"`  // subject / reference
 	CPURatio  float64  `json:"server_cpu_per_msg_ratio,omitempty"`
 	RSSRatio  float64  `json:"rss_per_conn_ratio,omitempty"`
 	Checks    []check  `json:"targets,omitempty"`
+}
+
+// servers are the reference and the subject of scenario number: the
+// targets are the subject's.
+func servers(number int) (reference, subject string) {
+	if number >= 5 {
+		return kindStreamHub, kindRedis
+	}
+	return kindBaseline, kindStreamHub
 }
 
 func (c *comparison) result(kind string) *result {
@@ -104,8 +135,14 @@ func (c *comparison) result(kind string) *result {
 	return nil
 }
 
-// compare computes the ratios and checks the targets, when both runs worked.
+// compare computes the ratios and checks the targets, when the runs they
+// need worked.
 func (c *comparison) compare() {
+	if c.Number >= 5 {
+		c.compareEngines()
+		return
+	}
+	c.Reference = kindBaseline
 	base, sh := c.result(kindBaseline), c.result(kindStreamHub)
 	if sh == nil || sh.Error != "" {
 		return
@@ -124,14 +161,50 @@ func (c *comparison) compare() {
 	if base == nil || base.Error != "" || base.Rate == 0 || base.P99us == 0 {
 		return
 	}
-	c.RateRatio = sh.Rate / base.Rate
-	c.P99Ratio = sh.P99us / base.P99us
-	if base.CPUPerMsgUS > 0 {
-		c.CPURatio = sh.CPUPerMsgUS / base.CPUPerMsgUS
-	}
+	sh.ratios(base)
+	c.RateRatio, c.P99Ratio, c.CPURatio = sh.RateRatio, sh.P99Ratio, sh.CPURatio
 	c.Checks = []check{{Name: c.Unit, Want: fmt.Sprintf("≥ %.1f×", minRateRatio), Got: c.RateRatio, Met: c.RateRatio >= minRateRatio}}
 	if c.Number != 3 { // fan-out's target is throughput only
 		c.Checks = append(c.Checks, check{Name: "p99", Want: fmt.Sprintf("≤ %.0f×", maxP99Ratio), Got: c.P99Ratio, Met: c.P99Ratio <= maxP99Ratio})
+	}
+}
+
+// ratios sets r's ratios to ref's numbers.
+func (r *result) ratios(ref *result) {
+	r.RateRatio = r.Rate / ref.Rate
+	r.P99Ratio = r.P99us / ref.P99us
+	if ref.CPUPerMsgUS > 0 {
+		r.CPURatio = r.CPUPerMsgUS / ref.CPUPerMsgUS
+	}
+}
+
+// compareEngines is compare for scenarios 5 and 6: every Redis row against
+// the memory engine's; fan-out on one instance must keep minRedisFanoutRatio
+// of its rate, and the publishers' publishes must reach Redis pipelined.
+func (c *comparison) compareEngines() {
+	refKind, subjKind := servers(c.Number)
+	c.Reference = refKind
+	ref, subj := c.result(refKind), c.result(subjKind)
+	refOK := ref != nil && ref.Error == "" && ref.Rate > 0 && ref.P99us > 0
+	if refOK {
+		for i := range c.Results {
+			if r := &c.Results[i]; r.Server != refKind && r.Error == "" {
+				r.ratios(ref)
+			}
+		}
+	}
+	if subj == nil || subj.Error != "" {
+		return
+	}
+	c.RateRatio, c.P99Ratio, c.CPURatio = subj.RateRatio, subj.P99Ratio, subj.CPURatio
+	switch {
+	case c.Number == 5 && refOK:
+		c.Checks = []check{{Name: c.Unit, Want: fmt.Sprintf("≥ %.1f× memory", minRedisFanoutRatio),
+			Got: c.RateRatio, Met: c.RateRatio >= minRedisFanoutRatio}}
+	case c.Number == 6 && subj.Redis != nil:
+		got := subj.Redis.PublishesPerRead
+		c.Checks = []check{{Name: "publishes/Redis read", Want: fmt.Sprintf("> %.0f (pipelined)", minPublishesPerRead),
+			Got: got, Met: got > minPublishesPerRead}}
 	}
 }
 
@@ -140,6 +213,8 @@ type report struct {
 	Environment map[string]string `json:"environment"`
 	Setup       []string          `json:"setup"`
 	Comparisons []*comparison     `json:"scenarios"`
+	// Skipped says which scenarios did not run, and why.
+	Skipped []string `json:"skipped,omitempty"`
 }
 
 func newReport(o *options, l launcher) *report {
@@ -206,11 +281,14 @@ func (rep *report) writeText(w io.Writer) error {
 					continue
 				}
 				ratio, p99, cpu, targets := "", "", "", ""
-				if r.Server == kindStreamHub && c.RateRatio > 0 {
-					ratio, p99, targets = fmt.Sprintf("%.2f", c.RateRatio), fmt.Sprintf("%.2f×", c.P99Ratio), joinChecks(c.Checks)
-					if c.CPURatio > 0 {
-						cpu = fmt.Sprintf("%.2f×", c.CPURatio)
+				if r.RateRatio > 0 {
+					ratio, p99 = fmt.Sprintf("%.2f", r.RateRatio), fmt.Sprintf("%.2f×", r.P99Ratio)
+					if r.CPURatio > 0 {
+						cpu = fmt.Sprintf("%.2f×", r.CPURatio)
 					}
+				}
+				if _, subject := servers(c.Number); r.Server == subject {
+					targets = joinChecks(c.Checks)
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", num, name, r.Server,
 					fmtCount(r.Rate), c.Unit, fmtMicros(r.P50us), fmtMicros(r.P99us), fmtMicros(r.P999us), fmtMicros(r.CPUPerMsgUS),
@@ -220,6 +298,9 @@ func (rep *report) writeText(w io.Writer) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+	}
+	if err := writeRedisTable(w, rates); err != nil {
+		return err
 	}
 	for _, c := range idle {
 		fmt.Fprintf(w, "\n4 %s\n", c.Scenario)
@@ -248,7 +329,37 @@ func (rep *report) writeText(w io.Writer) error {
 			return err
 		}
 	}
+	for _, s := range rep.Skipped {
+		fmt.Fprintf(w, "\nskipped %s\n", s)
+	}
 	return nil
+}
+
+// writeRedisTable is what Redis did in the runs on the Redis engine.
+func writeRedisTable(w io.Writer, rates []*comparison) error {
+	var rows [][]string
+	for _, c := range rates {
+		for _, r := range c.Results {
+			u := r.Redis
+			if u == nil || r.Error != "" {
+				continue
+			}
+			rows = append(rows, []string{fmt.Sprint(c.Number), r.Server, fmtCount(u.PublishesRate),
+				fmt.Sprintf("%.0f%%", u.CPUPercent), fmtMicros(u.CPUPerPublishUS), fmtMicros(u.ServerCPUPerPublishUS),
+				fmt.Sprintf("%.1f", u.PublishesPerRead), fmtCount(float64(u.Scripts) / r.Seconds), fmt.Sprint(u.Connections)})
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "\nRedis engine, in the same measurement windows (Redis CPU in % of one core; server CPU over every instance; "+
+		"publishes/read above 1: publishes reach Redis pipelined; scripts: publishes and the engine's other scripts)")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "#\tserver\tpublishes/s\tRedis CPU\tRedis CPU/publish\tserver CPU/publish\tpublishes/read\tscripts/s\tRedis conns\t")
+	for _, row := range rows {
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	return tw.Flush()
 }
 
 // runsName says how many runs of each server a line of the table stands for.
@@ -256,7 +367,7 @@ func runsName(count int) string {
 	if count == 1 {
 		return "one run per server and scenario"
 	}
-	return fmt.Sprintf("%d runs per server and scenario, alternating servers; the run with the median rate is shown", count)
+	return fmt.Sprintf("%d runs per server and scenario, rotating which server goes first; the run with the median rate is shown", count)
 }
 
 func joinChecks(cs []check) string {
