@@ -82,6 +82,8 @@ type conn struct {
 	pubRoom    chan struct{} // capacity 1: room again in pubs
 	pubIdle    chan struct{} // capacity 1: the publisher goroutine ended
 	dirty      atomic.Bool   // its client's memberships changed since the saver last looked
+	saveMu     sync.Mutex    // one save of its memberships at a time
+	lastSaved  bool          // the stream's end saved them: the saver's older picture must not; guarded by saveMu
 
 	// Owned by the receiver, then by the cleanup once the receiver ended.
 	refused []outItem // membership changes served but not queued: the stream ended first

@@ -522,6 +522,9 @@ func (cl *client) memberships(buf []engine.Membership) []engine.Membership {
 // writes, and a newer stream here has taken the memberships over.
 func (s *Service) leaveShared(c *conn) {
 	cl := c.client
+	c.saveMu.Lock()
+	c.lastSaved = true
+	c.saveMu.Unlock()
 	if fence := c.fence.Load(); fence != 0 && s.pool.live(c.id) == c {
 		ms := cl.memberships(nil)
 		ctx, cancel := call()
@@ -742,7 +745,11 @@ func (s *Service) saveAll(jobs []saveJob) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			j := &jobs[i]
-			j.ok = s.save(j.c, j.fence, j.ms) == nil
+			j.c.saveMu.Lock()
+			defer j.c.saveMu.Unlock()
+			if !j.c.lastSaved { // else what it has is older than what the end saved
+				j.ok = s.save(j.c, j.fence, j.ms) == nil
+			}
 		}()
 	}
 	wg.Wait()
