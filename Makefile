@@ -51,7 +51,7 @@ run:
 test:
 	$(GO) vet ./...
 	$(GO) test -race -timeout 5m ./...
-	STREAMHUB_TEST_ENGINE=redis $(GO) test -count=1 -timeout 5m ./streaming/
+	STREAMHUB_TEST_ENGINE=redis $(GO) test -race -count=1 -timeout 5m ./streaming/
 	@if command -v protoc >/dev/null 2>&1; then $(MAKE) --no-print-directory check-gen; \
 	else echo "protoc not found: check-gen skipped"; fi
 
