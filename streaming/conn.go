@@ -39,6 +39,7 @@ type conn struct {
 	peer     string
 	ident    *Identity     // nil without authentication
 	fence    atomic.Uint64 // with a shared engine, the client's claim for this stream; 0 until made
+	notified atomic.Uint64 // with a shared engine, the highest fence another instance told it of
 	opened   time.Time
 	q        *outQueue
 
@@ -550,7 +551,7 @@ func (c *conn) change(it *outItem, live bool) (reply, then *streamsvc.DataMessag
 		c.stop(m)
 		m.paused.Store(false)
 		if !live {
-			m.setPos(it.seq)
+			m.setPos(it.seq, it.epoch)
 			return nil, nil
 		}
 		complete, _, _ := c.activate(m, it.seq)
@@ -560,6 +561,9 @@ func (c *conn) change(it *outItem, live bool) (reply, then *streamsvc.DataMessag
 	case opRestore:
 		lost := m.lost
 		m.lost = false
+		if m.restarted.Swap(false) {
+			lost, m.pos = true, 0 // from the start of the restarted history
+		}
 		if !live {
 			return nil, nil
 		}
@@ -576,7 +580,7 @@ func (c *conn) change(it *outItem, live bool) (reply, then *streamsvc.DataMessag
 		return reply, then
 	case opRejoin:
 		c.stop(m)
-		m.setPos(it.seq)
+		m.setPos(it.seq, it.epoch)
 		m.lost = false
 		if !live {
 			return nil, nil

@@ -204,8 +204,9 @@ func (c *conn) join(msg *streamsvc.DataMessage, implicit bool) (_ *member, _ out
 	default:
 		it.seq = min(*msg.Seq, last)
 	}
-	if !m.active.Load() {
-		m.given.Store(it.seq) // for the membership store, until the sender applies the join
+	if !m.active.Load() { // for the membership store, until the sender applies the join
+		m.givenEpoch.Store(s.epoch)
+		m.given.Store(it.seq)
 	}
 	s.mu.Unlock()
 	return m, it, false

@@ -39,6 +39,9 @@ const (
 	reasonStreamAge
 	// reasonUnauthenticated: the stream's token expired.
 	reasonUnauthenticated
+	// reasonEngine: the shared engine could not give the stream its
+	// client's memberships; the client should come back.
+	reasonEngine
 )
 
 var reasons = [...]struct {
@@ -59,6 +62,7 @@ var reasons = [...]struct {
 	reasonInternal:        {label: "internal", err: status.Error(codes.Internal, "internal error")},
 	reasonStreamAge:       {label: "resource_exhausted", goaway: "max_stream_age", flush: true, err: streamsvc.MakeResourceExhausted(errors.New("maximum stream age reached"))},
 	reasonUnauthenticated: {label: "unauthenticated", err: streamsvc.MakeUnauthenticated(errors.New("token expired"))},
+	reasonEngine:          {err: streamsvc.MakeUnavailable(errors.New("engine unavailable: the client's memberships could not be restored"))},
 }
 
 // errPermissionDenied is the reason of the error a client gets for a

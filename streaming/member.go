@@ -27,9 +27,16 @@ type member struct {
 	// sess.mu.
 	stopTail *Entry
 
-	// given is the last seq handed to the stream, for the engine's
-	// membership store, which reads it without the sender.
-	given atomic.Uint64
+	// given is the last seq handed to the stream, and givenEpoch the epoch
+	// of the chain it is on, for the engine's membership store, which
+	// reads them without the sender.
+	given      atomic.Uint64
+	givenEpoch atomic.Pointer[string]
+
+	// restarted is set when the session's history restarted while the
+	// member was not attached: its restore recovers nothing. Written
+	// under sess.mu.
+	restarted atomic.Bool
 
 	// paused is set while the client has paused the membership. Written by
 	// the sender (or under client.mu while retained); read by the
@@ -57,6 +64,7 @@ func (m *member) activate(c *conn, seq uint64) (complete bool, last uint64, epoc
 	m.liveFrom, m.liveCum = tail.Seq, tail.cum
 	m.stopTail = nil
 	m.active.Store(true)
+	m.givenEpoch.Store(s.epoch)
 	m.given.Store(m.at.Seq)
 	return complete, tail.Seq, s.epoch
 }
@@ -83,9 +91,10 @@ func (m *member) deactivate(c *conn) {
 	m.pos, m.at = m.at.Seq, nil
 }
 
-// setPos sets the position of a member that is not active.
-func (m *member) setPos(seq uint64) {
+// setPos sets the position of a member that is not active: seq in epoch.
+func (m *member) setPos(seq uint64, epoch *string) {
 	m.pos = seq
+	m.givenEpoch.Store(epoch)
 	m.given.Store(seq)
 }
 

@@ -28,7 +28,7 @@ type outItem struct {
 	m     *member
 	seq   uint64  // opJoin, opRejoin: the position fixed
 	last  uint64  // opJoin: the session's last seq when the join was served
-	epoch *string // opJoin: the session's epoch when the join was served
+	epoch *string // opJoin, opRejoin: the session's epoch when the position was fixed
 	lost  bool    // opJoin: the client asked for another epoch
 }
 

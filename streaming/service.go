@@ -77,9 +77,10 @@ func New(cfg Config, opts ...Option) *Service {
 	go s.housekeep()
 	if s.shared != nil {
 		s.sessions.shared = s.shared
-		s.wg.Add(2)
+		s.wg.Add(3)
 		go s.syncLoop()
 		go s.keepLoop()
+		go s.aliveLoop()
 	}
 	return s
 }
@@ -146,6 +147,9 @@ func (s *Service) StreamData(ctx context.Context, p *streamsvc.StreamDataPayload
 	if s.shared != nil {
 		if err := s.claim(c); err != nil {
 			c.close(reasonClientGone, err)
+			if old != nil {
+				s.replace(c, old) // it was replaced all the same
+			}
 			return err
 		}
 	}

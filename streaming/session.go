@@ -191,16 +191,16 @@ func newSessions(cfg Config, b *budget) *sessions {
 // held, or nil when it does not exist and no more may be created. A
 // session removed concurrently is never returned.
 //
-// With a shared engine, sessions are created by Service.loadSession, and
-// lock waits for one being loaded; nil then also means it is not loaded.
+// With a shared engine, sessions are created by Service.loadSession: nil
+// then also means not loaded (yet), which the caller waits for holding no
+// lock.
 func (r *sessions) lock(name string) *session {
 	for {
 		var s *session
 		if r.shared != nil {
-			if s = r.get(name); s == nil {
+			if s = r.get(name); s == nil || !isClosed(s.loaded) {
 				return nil
 			}
-			<-s.loaded
 		} else if s = r.getOrCreate(name); s == nil {
 			return nil
 		}

@@ -190,7 +190,13 @@ func (s *Service) HandleResync() {
 // HandleReplaced ends the client's stream here when another stream, on
 // another instance, claimed the client after it.
 func (s *Service) HandleReplaced(clientID string, fence uint64) {
-	if c := s.pool.live(clientID); c != nil && c.fence.Load() != 0 && c.fence.Load() < fence {
+	c := s.pool.live(clientID)
+	if c == nil {
+		return
+	}
+	for n := c.notified.Load(); n < fence && !c.notified.CompareAndSwap(n, fence); n = c.notified.Load() {
+	}
+	if f := c.fence.Load(); f != 0 && f < fence {
 		c.close(reasonReplaced, nil)
 	}
 }
@@ -255,7 +261,9 @@ func (s *session) restart(epoch string, seq uint64) {
 			m.stopTail = end
 		}
 		if m.conn != nil {
-			m.conn.q.pushRestore(outItem{op: opRejoin, m: m, seq: seq})
+			m.conn.q.pushRestore(outItem{op: opRejoin, m: m, seq: seq, epoch: s.epoch})
+		} else {
+			m.restarted.Store(true) // not attached yet: its restore recovers nothing
 		}
 	}
 }
@@ -331,6 +339,7 @@ func (c *conn) publishShared(ss *session, msg *streamsvc.DataMessage) {
 			c.publishing = true
 			c.pubMu.Unlock()
 			if start {
+				c.running.Add(1) // a part of the stream until it ends
 				c.svc.wg.Add(1)
 				go c.publishLoop()
 			}
@@ -349,6 +358,7 @@ func (c *conn) publishShared(ss *session, msg *streamsvc.DataMessage) {
 // time, until none is left.
 func (c *conn) publishLoop() {
 	defer c.svc.wg.Done()
+	defer c.exit()
 	defer c.recoverPanic()
 	var round []publication
 	for {
@@ -366,6 +376,15 @@ func (c *conn) publishLoop() {
 		signal(c.pubRoom)
 		c.svc.publishRound(c, round)
 		clear(round)
+	}
+}
+
+// refuseLate refuses a publication the engine did not take. The stream
+// may be closing meanwhile: a flush then still sends the refusal (the
+// final flush waits for the publisher first).
+func (c *conn) refuseLate(msg *streamsvc.DataMessage, reason string) {
+	if it := refusal(msg, reason); !c.q.push(it, c.closing) {
+		c.q.pushRestore(it)
 	}
 }
 
@@ -400,7 +419,7 @@ func (s *Service) publishRound(c *conn, round []publication) {
 		err := p.sess.fit(s.sessions, int64(len(p.msg.Data)))
 		p.sess.mu.Unlock()
 		if err != nil {
-			c.refuse(p.msg, err.Error())
+			c.refuseLate(p.msg, err.Error())
 			continue
 		}
 		pub := engine.Publishing{Session: *p.sess.name, Publication: engine.Publication{ClientID: c.id, Data: p.msg.Data}}
@@ -418,7 +437,7 @@ func (s *Service) publishRound(c *conn, round []publication) {
 	cancel()
 	for i, p := range sent {
 		if errs[i] != nil {
-			c.refuse(p.msg, engineError(errs[i]).Error())
+			c.refuseLate(p.msg, engineError(errs[i]).Error())
 			continue
 		}
 		s.HandleEntry(ps[i].Session, entries[i]) // at once, unless the live feed was quicker
@@ -445,6 +464,14 @@ func (s *Service) claim(c *conn) error {
 		return status.Error(codes.Unavailable, engineError(err).Error())
 	}
 	c.fence.Store(fence)
+	if c.notified.Load() > fence {
+		c.close(reasonReplaced, nil) // claimed elsewhere while this claim was on its way
+		return nil
+	}
+	// A set retained by the client's last stream is live again.
+	if err := eng.KeepMemberships(ctx, c.id, fence); err != nil && !errors.Is(err, engine.ErrFenced) {
+		log.Error(s.logCtx, err, log.KV{K: "msg", V: "keep memberships"}, log.KV{K: "client", V: c.id})
+	}
 	if prev != "" && prev != s.shared.instance {
 		// A dead instance is not waited for: its stream is gone with it.
 		if alive, err := eng.Alive(ctx, prev); err == nil && alive {
@@ -458,31 +485,32 @@ func (s *Service) claim(c *conn) error {
 
 // restore gives c the memberships its client has in the engine, at their
 // saved positions; attach then restores them as it does retained ones.
+// When the engine cannot give them all, c ends UNAVAILABLE and the client
+// comes back: a stream without them would save an empty set over them.
 func (s *Service) restore(c *conn) {
 	ctx, cancel := call()
 	defer cancel()
-	eng := s.shared.eng
-	ms, err := eng.LoadMemberships(ctx, c.id)
+	ms, err := s.shared.eng.LoadMemberships(ctx, c.id)
+	for i := 0; err == nil && i < len(ms); i++ {
+		err = s.loadSession(ms[i].Session)
+	}
 	if err != nil {
-		log.Error(s.logCtx, err, log.KV{K: "msg", V: "load memberships"}, log.KV{K: "client", V: c.id})
+		log.Error(s.logCtx, err, log.KV{K: "msg", V: "restore memberships"}, log.KV{K: "client", V: c.id})
+		c.close(reasonEngine, err)
 		return
 	}
 	cl := c.client
 	for _, mb := range ms {
-		if err := s.loadSession(mb.Session); err != nil {
-			log.Error(s.logCtx, err, log.KV{K: "msg", V: "restore membership"}, log.KV{K: "client", V: c.id}, log.KV{K: "session", V: mb.Session})
-			continue
-		}
 		cl.mu.Lock()
 		if cl.members[mb.Session] == nil {
 			if ss := s.sessions.lock(mb.Session); ss != nil {
 				m := &member{client: cl, sess: ss}
 				m.paused.Store(mb.Paused)
 				if last := ss.hist.last(); mb.Epoch != *ss.epoch {
-					m.setPos(last)
+					m.setPos(last, ss.epoch)
 					m.lost = true
 				} else {
-					m.setPos(min(mb.Seq, last))
+					m.setPos(min(mb.Seq, last), ss.epoch)
 				}
 				ss.members[m] = struct{}{}
 				cl.members[mb.Session] = m
@@ -490,9 +518,6 @@ func (s *Service) restore(c *conn) {
 			}
 		}
 		cl.mu.Unlock()
-	}
-	if err := eng.KeepMemberships(ctx, c.id, c.fence.Load()); err != nil && !errors.Is(err, engine.ErrFenced) {
-		log.Error(s.logCtx, err, log.KV{K: "msg", V: "keep memberships"}, log.KV{K: "client", V: c.id})
 	}
 }
 
@@ -510,6 +535,9 @@ func (cl *client) memberships(buf []engine.Membership) []engine.Membership {
 		m.sess.mu.Lock()
 		epoch := *m.sess.epoch
 		m.sess.mu.Unlock()
+		if e := m.givenEpoch.Load(); e != nil {
+			epoch = *e // the position is of the chain the member is on
+		}
 		buf = append(buf, engine.Membership{Session: name, Seq: m.given.Load(), Epoch: epoch, Paused: m.paused.Load()})
 	}
 	return buf
@@ -629,7 +657,8 @@ func (s *Service) unsubscribe(names []string) {
 			continue
 		}
 		if err := s.shared.eng.Subscribe(ctx, name); err != nil {
-			log.Error(s.logCtx, err, log.KV{K: "msg", V: "subscribe"}, log.KV{K: "session", V: name})
+			s.shared.forget(name) // the next round tries again
+			continue
 		}
 		s.shared.resync(name)
 	}
@@ -662,9 +691,25 @@ func (s *Service) syncSession(name string) error {
 	return nil
 }
 
-// keepLoop tells the engine this instance is alive, and saves the
-// memberships of the live streams whose positions moved: at least every
-// keepInterval, at once for a stream whose client changed its memberships.
+// aliveLoop tells the engine this instance is alive, every keepInterval,
+// whatever else waits for the engine.
+func (s *Service) aliveLoop() {
+	defer s.wg.Done()
+	tick := time.NewTicker(keepInterval)
+	defer tick.Stop()
+	for {
+		s.heartbeat()
+		select {
+		case <-s.stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// keepLoop saves the memberships of the live streams whose positions
+// moved: at least every keepInterval, at once for a stream whose client
+// changed its memberships.
 func (s *Service) keepLoop() {
 	defer s.wg.Done()
 	sh := s.shared
@@ -675,7 +720,6 @@ func (s *Service) keepLoop() {
 	var conns []*conn
 	var jobs []saveJob
 	lastFull := time.Now()
-	s.heartbeat()
 	for {
 		all, full := false, false
 		select {
@@ -683,7 +727,6 @@ func (s *Service) keepLoop() {
 			return
 		case <-sh.kick:
 		case now := <-tick.C:
-			s.heartbeat()
 			all = true
 			if now.Sub(lastFull) >= resaveInterval {
 				full, lastFull = true, now
@@ -757,8 +800,8 @@ func (s *Service) saveAll(jobs []saveJob) {
 
 // save saves the memberships of c's client. A fenced write means another
 // stream claimed the client (and the notice was lost): c ends, replaced.
-// Unless the client has no owner at all: the engine lost its data, and c
-// claims the client again.
+// Unless the engine has no record of the client at all (no fence): it lost
+// its data, and c claims the client again.
 func (s *Service) save(c *conn, fence uint64, ms []engine.Membership) error {
 	ctx, cancel := call()
 	defer cancel()
@@ -767,11 +810,11 @@ func (s *Service) save(c *conn, fence uint64, ms []engine.Membership) error {
 	if !errors.Is(err, engine.ErrFenced) {
 		return err
 	}
-	owner, _, oerr := eng.Owner(ctx, c.id)
+	_, current, oerr := eng.Owner(ctx, c.id)
 	if oerr != nil {
 		return oerr
 	}
-	if owner != "" {
+	if current != 0 { // a newer stream claimed it, and may have ended since
 		c.close(reasonReplaced, nil)
 		return err
 	}

@@ -397,3 +397,89 @@ func killPubSub(t *testing.T, rd *redistest.Server) {
 		t.Fatal(err)
 	}
 }
+
+// TestClaimFailureEndsTheReplacedStream opens a client's second stream
+// while Redis does not answer: the new stream fails UNAVAILABLE, and the
+// one it replaced ends too (it was replaced all the same) instead of
+// running on outside the pool; the service still shuts down in time.
+func TestClaimFailureEndsTheReplacedStream(t *testing.T) {
+	cl := startCluster(t, 1, Config{})
+	a := cl.nodes[0]
+	x := a.open(t, "x")
+	x.welcome()
+	x.join("room")
+	cl.redis.Freeze()
+	x2 := a.open(t, "x")
+	if err := x2.end(); err == nil || !strings.Contains(err.Error(), "Unavailable") {
+		t.Fatalf("the new stream ended with %v", err)
+	}
+	if err := x.end(); err == nil {
+		t.Fatal("the replaced stream ended OK")
+	}
+	cl.redis.Thaw()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.svc.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+// TestStaleStreamDoesNotTakeTheClientBack has a newer stream of x claim,
+// save and end elsewhere without the notice reaching x's instance: x's
+// next save finds it fenced and ends x as replaced, leaving what the newer
+// stream saved as it was.
+func TestStaleStreamDoesNotTakeTheClientBack(t *testing.T) {
+	cl := startCluster(t, 1, Config{})
+	a := cl.nodes[0]
+	x := a.open(t, "x")
+	x.welcome()
+	x.join("room")
+	x.join("keep")
+	ctx := context.Background()
+	eng := a.eng
+	fence, _, err := eng.Claim(ctx, "x", "ghost") // no such instance: no notice
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := []engine.Membership{{Session: "room", Epoch: "e"}}
+	if err := eng.SaveMemberships(ctx, "x", fence, saved); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.Release(ctx, "x", "ghost", fence); err != nil {
+		t.Fatal(err)
+	}
+	x.send(&streamsvc.DataMessage{Type: typeControl, Action: ptr(actLeave), SessionID: ptr("keep")}) // a change: a save
+	for m := x.next(); !(m.Type == typeControl && str(m.Action) == actGoaway); m = x.next() {
+	}
+	if err := x.end(); errorName(err) != "aborted" {
+		t.Fatalf("x ended with %v", err)
+	}
+	ms, err := eng.LoadMemberships(ctx, "x")
+	if err != nil || len(ms) != 1 || ms[0].Session != "room" || ms[0].Epoch != "e" {
+		t.Fatalf("stored memberships %+v (%v), want what the newer stream saved", ms, err)
+	}
+}
+
+// TestRefusalAfterHalfClose publishes while Redis does not answer, then
+// half-closes: the publish's error reaches the client before the stream
+// ends, as it does without an engine.
+func TestRefusalAfterHalfClose(t *testing.T) {
+	cl := startCluster(t, 1, Config{})
+	a := cl.nodes[0]
+	x := a.open(t, "x")
+	x.welcome()
+	x.join("room")
+	cl.redis.Freeze()
+	defer cl.redis.Thaw()
+	x.send(&streamsvc.DataMessage{Type: typeData, SessionID: ptr("room"), ID: ptr("lost"), Data: []byte("x")})
+	if err := x.stream.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e := x.expect(typeControl, actError)
+	if str(e.ID) != "lost" || !strings.Contains(str(e.Reason), "engine") {
+		t.Fatalf("got %s id %s", describe(e), str(e.ID))
+	}
+	if err := x.end(); err != nil {
+		t.Fatalf("stream ended with %v", err)
+	}
+}
