@@ -141,6 +141,13 @@ type Engine interface {
 	// instance subscribed to the session, this one included. It is all or
 	// nothing, with one caveat: when the error is a timeout, the store may
 	// have accepted the entry, and it then arrives through HandleEntry.
+	//
+	// A publication with an ID that the session accepted from the same
+	// client before, in its epoch and within its history's TTL (or the
+	// meta's, or ten minutes, when history does not age), is not accepted
+	// again: Publish returns the entry it got then. A client that sends a
+	// publication again, not knowing whether the first attempt landed, so
+	// never doubles it.
 	Publish(ctx context.Context, session string, p Publication) (Entry, error)
 	// PublishMany publishes each of ps as Publish would, in order — a
 	// session's entries get their seqs in the order of ps — and in one

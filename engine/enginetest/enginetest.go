@@ -39,6 +39,10 @@ func Run(t *testing.T, newEngine NewEngine) {
 		e, rec := open(t, engine.Bounds{Size: 2000})
 		testContiguous(t, e, rec)
 	})
+	t.Run("SamePublicationAcceptedOnce", func(t *testing.T) {
+		e, rec := open(t, engine.Bounds{Size: 100})
+		testAcceptedOnce(t, e, rec)
+	})
 	t.Run("PublishManyInOrder", func(t *testing.T) {
 		e, rec := open(t, engine.Bounds{Size: 1000})
 		testPublishMany(t, e, rec)
@@ -186,6 +190,45 @@ func testContiguous(t *testing.T, e engine.Engine, rec *Recorder) {
 		if !sameEntry(h, bySeq[uint64(i+1)]) {
 			t.Fatalf("handler entry %d = %+v, publish returned %+v", i, h, bySeq[uint64(i+1)])
 		}
+	}
+}
+
+// testAcceptedOnce publishes the same publication twice, alone and in a
+// batch: it is accepted once, and the second attempt returns the first's
+// entry; another client's, or one without an ID, is another publication.
+func testAcceptedOnce(t *testing.T, e engine.Engine, rec *Recorder) {
+	mustSubscribe(t, e, "s")
+	first := mustPublish(t, e, "s", pub("c", "m1", "a"))
+	again := mustPublish(t, e, "s", pub("c", "m1", "a"))
+	if !sameEntry(first, again) {
+		t.Fatalf("the same publication again: %+v, want the first's entry %+v", again, first)
+	}
+	other := mustPublish(t, e, "s", pub("d", "m1", "b"))
+	noID1 := mustPublish(t, e, "s", pub("c", "", "x"))
+	noID2 := mustPublish(t, e, "s", pub("c", "", "x"))
+	if other.Seq != 2 || noID1.Seq != 3 || noID2.Seq != 4 {
+		t.Fatalf("seqs %d %d %d, want 2 3 4: only the same client's same id is the same publication", other.Seq, noID1.Seq, noID2.Seq)
+	}
+	entries, errs := e.PublishMany(context.Background(), []engine.Publishing{
+		{Session: "s", Publication: pub("c", "m2", "y")},
+		{Session: "s", Publication: pub("c", "m2", "y")},
+		{Session: "s", Publication: pub("c", "m1", "a")},
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("PublishMany item %d: %v", i, err)
+		}
+	}
+	if entries[0].Seq != 5 || !sameEntry(entries[1], entries[0]) || !sameEntry(entries[2], first) {
+		t.Fatalf("PublishMany of a new one, it again and an old one: %+v", entries)
+	}
+	hist, pos := mustHistory(t, e, "s", 0, -1)
+	if len(hist) != 5 || pos.Seq != 5 {
+		t.Fatalf("history holds %d entries, position %d; want 5 and 5", len(hist), pos.Seq)
+	}
+	rec.WaitFor(t, "s", 5)
+	if n := len(rec.Entries("s")); n != 5 {
+		t.Fatalf("the handler saw %d entries, want 5", n)
 	}
 }
 

@@ -104,6 +104,9 @@ func (e *Engine) Publish(ctx context.Context, name string, p engine.Publication)
 	defer s.mu.Unlock()
 	now := time.Now()
 	s.refresh(e.bounds, now)
+	if prev, ok := s.history.find(p.ClientID, p.ID); ok {
+		return prev, nil // sent again: accepted once
+	}
 	s.seq++
 	accepted := now.Truncate(time.Millisecond)
 	if accepted.Before(s.lastAccepted) {

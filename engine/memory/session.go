@@ -110,6 +110,20 @@ func (r *ring) dropOlder(cutoff time.Time) {
 	}
 }
 
+// find returns the entry held that the client published with id, newest
+// first; none for an empty id.
+func (r *ring) find(clientID, id string) (engine.Entry, bool) {
+	if id == "" {
+		return engine.Entry{}, false
+	}
+	for i := r.n - 1; i >= 0; i-- {
+		if e := r.at(i); e.ID == id && e.ClientID == clientID {
+			return *e, true
+		}
+	}
+	return engine.Entry{}, false
+}
+
 // after returns copies of at most limit entries with seq > after (limit < 0:
 // all of them).
 func (r *ring) after(after uint64, limit int) []engine.Entry {

@@ -239,7 +239,29 @@ func redactedAddr(addr string) string {
 	return scheme + "://" + rest
 }
 
-func (e *Engine) metaKey(session string) string   { return e.prefix + ":meta:{" + session + "}" }
+func (e *Engine) metaKey(session string) string { return e.prefix + ":meta:{" + session + "}" }
+
+// onceKey holds what the session accepted from the client with id, so that
+// the same publication is accepted once: length-prefixed, so that no two
+// (client, id) pairs share a key.
+func (e *Engine) onceKey(session, clientID, id string) string {
+	return e.prefix + ":once:{" + session + "}:" + strconv.Itoa(len(clientID)) + ":" + clientID + id
+}
+
+// onceTTL is how long a publication with id is accepted once (0 for no
+// id): as long as history keeps it, or the meta when history does not
+// age, or ten minutes when neither does.
+func (e *Engine) onceTTL(id string) string {
+	switch {
+	case id == "":
+		return "0"
+	case e.bounds.TTL > 0:
+		return ms(e.bounds.TTL)
+	case e.bounds.MetaTTL > 0:
+		return ms(e.bounds.MetaTTL)
+	}
+	return ms(10 * time.Minute)
+}
 func (e *Engine) streamKey(session string) string { return e.prefix + ":hist:{" + session + "}" }
 func (e *Engine) channel(session string) string   { return e.prefix + ":ch:{" + session + "}" }
 
@@ -314,11 +336,11 @@ func (e *Engine) publishExec(p engine.Publishing) rueidis.LuaExec {
 		streamTTL = e.bounds.MetaTTL
 	}
 	return rueidis.LuaExec{
-		Keys: []string{e.metaKey(p.Session), e.streamKey(p.Session)},
+		Keys: []string{e.metaKey(p.Session), e.streamKey(p.Session), e.onceKey(p.Session, p.ClientID, p.ID)},
 		Args: []string{
 			e.channel(p.Session), p.ClientID, p.ID, rueidis.BinaryString(p.Data), engine.NewEpoch(),
 			strconv.Itoa(e.bounds.Size), strconv.Itoa(e.bounds.MaxBytes),
-			ms(e.bounds.TTL), ms(e.bounds.MetaTTL), ms(streamTTL),
+			ms(e.bounds.TTL), ms(e.bounds.MetaTTL), ms(streamTTL), e.onceTTL(p.ID),
 		},
 	}
 }

@@ -134,7 +134,7 @@ func TestPublishManyWithoutTheScript(t *testing.T) {
 		}
 		ps := make([]engine.Publishing, 5)
 		for i := range ps {
-			ps[i] = engine.Publishing{Session: "s", Publication: engine.Publication{ID: fmt.Sprint(i)}}
+			ps[i] = engine.Publishing{Session: "s", Publication: engine.Publication{ID: fmt.Sprint(round, "-", i)}}
 		}
 		entries, errs := e.PublishMany(ctx, ps)
 		for i, ent := range entries {

@@ -1,9 +1,13 @@
 -- publish: the session's next entry, all or nothing.
--- KEYS[1] meta, KEYS[2] stream
+-- KEYS[1] meta, KEYS[2] stream, KEYS[3] the publication's id key (client id
+-- and id, under the session's hash tag)
 -- ARGV[1] channel, [2] client id, [3] id, [4] data, [5] epoch to create
 -- when the session has none, [6] size, [7] max bytes (0: none),
--- [8] ttl ms (0: none), [9] meta ttl ms (0: none), [10] stream ttl ms (0: none)
--- Returns {seq, epoch, accepted ms}.
+-- [8] ttl ms (0: none), [9] meta ttl ms (0: none), [10] stream ttl ms (0: none),
+-- [11] how long the id key keeps a publication from being accepted twice
+-- (ms; 0: the id is empty, no key)
+-- Returns {seq, epoch, accepted ms}: the new entry's, or those of the entry
+-- the client published with the same id in this epoch before.
 --
 -- Redis does not roll a script back when a command fails, so the only
 -- command that could fail on well-formed keys (XADD, should its ID not be
@@ -25,6 +29,16 @@ elseif bytes > 0 and redis.call('exists', stream) == 0 then
   -- their bytes went with it.
   bytes = 0
 end
+local once = tonumber(ARGV[11])
+if once > 0 and m[1] then
+  local prev = redis.call('get', KEYS[3])
+  if prev then
+    local pseq, paccepted, pepoch = string.match(prev, '^(%d+):(%d+):(.*)$')
+    if pepoch == epoch then
+      return {tonumber(pseq), epoch, tonumber(paccepted)}
+    end
+  end
+end
 seq = seq + 1
 local accepted = math.max(now_ms(), last)
 local data = ARGV[4]
@@ -41,6 +55,9 @@ if tonumber(ARGV[9]) > 0 then
 end
 if tonumber(ARGV[10]) > 0 then
   extend(stream, ARGV[10])
+end
+if once > 0 then
+  redis.call('set', KEYS[3], string.format('%d:%d:', seq, accepted) .. epoch, 'PX', once)
 end
 -- seq:accepted:epoch:len(client id):len(id):<client id><id><data>
 redis.call('publish', ARGV[1], string.format('%d:%d:%s:%d:%d:', seq, accepted, epoch, #ARGV[2], #ARGV[3]) .. ARGV[2] .. ARGV[3] .. data)
