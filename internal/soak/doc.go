@@ -17,7 +17,8 @@
 //	-soak.pace D          time between faults (default 250ms)
 //	-soak.server PATH     a streamhub binary to run instead of building one
 //	-soak.race-server B   build the server with -race (default: as the test binary is)
-//	-soak.logdir DIR      keep the servers' logs there
+//	-soak.logdir DIR      keep the servers' logs and the run's journal there
+//	-soak.kinds K,K       inject only these kinds of fault (names as in the figures)
 //
 // It needs redis-server on PATH and skips without it, unless
 // STREAMHUB_REQUIRE_REDIS=1.

@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -82,6 +83,7 @@ var faults = []fault{
 // but the restarts of clients runs on the test goroutine.
 type schedule struct {
 	rng      *rand.Rand
+	kinds    []fault // those the run injects
 	cl       *cluster
 	members  []*member
 	subs     []*member
@@ -98,10 +100,27 @@ type ending struct {
 	end func()
 }
 
-func newSchedule(seed uint64, cl *cluster, members, subs []*member) *schedule {
+// pickFaults returns the faults named (all of them if none).
+func pickFaults(names []string) ([]fault, error) {
+	for _, n := range names {
+		if !slices.ContainsFunc(faults, func(f fault) bool { return f.name == n }) {
+			return nil, fmt.Errorf("-soak.kinds: no fault is called %q", n)
+		}
+	}
+	var use []fault
+	for _, f := range faults {
+		if len(names) == 0 || slices.Contains(names, f.name) {
+			use = append(use, f)
+		}
+	}
+	return use, nil
+}
+
+// newSchedule draws from kinds.
+func newSchedule(seed uint64, kinds []fault, cl *cluster, members, subs []*member) *schedule {
 	return &schedule{
-		rng: rand.New(rand.NewPCG(seed, seed>>1|1)),
-		cl:  cl, members: members, subs: subs,
+		rng: rand.New(rand.NewPCG(seed, seed>>1|1)), kinds: kinds,
+		cl: cl, members: members, subs: subs,
 		stalled: map[*faultproxy.Proxy]bool{},
 		counts:  map[string]int{},
 	}
@@ -163,14 +182,14 @@ func (s *schedule) run(n int, pace time.Duration) {
 // inject draws a fault among those that can apply now and applies it.
 func (s *schedule) inject() bool {
 	total := 0
-	for _, f := range faults {
+	for _, f := range s.kinds {
 		total += f.weight
 	}
 	// Draw until one applies: at most a few tries, since cuts always do.
 	for range 20 {
 		s.note = ""
 		x := s.rng.IntN(total)
-		for _, f := range faults {
+		for _, f := range s.kinds {
 			if x -= f.weight; x < 0 {
 				if f.inject(s) {
 					s.counts[f.name]++

@@ -21,6 +21,7 @@ var (
 	flagSubscribers = flag.Int("soak.subscribers", 4, "subscribing clients, each a member of every session from its start")
 	flagSessions    = flag.Int("soak.sessions", 3, "sessions")
 	flagRate        = flag.Float64("soak.rate", 20, "publications per second of each publisher")
+	flagKinds       = flag.String("soak.kinds", "", "comma-separated kinds of fault to inject (default: all of them), e.g. stall-redis,cut-client to chase one problem")
 	flagStrict      = flag.Bool("soak.strict", false, "also fail on a publication refused with an engine error yet delivered: the reply of Redis was lost, not the publish (SPEC §9 says nothing is half-applied; a known server issue, counted in the figures either way)")
 )
 

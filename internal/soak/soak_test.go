@@ -45,6 +45,14 @@ func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the soak runs real servers and Redis for tens of seconds")
 	}
+	var names []string
+	if *flagKinds != "" {
+		names = strings.Split(*flagKinds, ",")
+	}
+	kinds, err := pickFaults(names)
+	if err != nil {
+		t.Fatal(err)
+	}
 	seed := uint64(*flagSeed)
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano()%1_000_000_000) + 1
@@ -110,7 +118,7 @@ func TestSoak(t *testing.T) {
 		publishing.Wait()
 	})
 
-	sched := newSchedule(seed, cl, members, subs)
+	sched := newSchedule(seed, kinds, cl, members, subs)
 	t.Cleanup(sched.restarts.Wait) // before closeAll, should the test end early
 	faulted := time.Now()
 	sched.run(*flagFaults, *flagPace)
@@ -120,18 +128,27 @@ func TestSoak(t *testing.T) {
 	publishing.Wait()
 	fences := map[string]uint64{}
 	for _, s := range sessions {
-		seq, err := pubs[0].fence(s, settleLimit)
-		if err != nil {
-			probs.addf("%v", err)
-			seq = led.last(s) // what the members must have at least
+		var err error
+		for _, p := range pubs {
+			if p.gone() {
+				continue
+			}
+			var seq uint64
+			if seq, err = p.fence(s, settleLimit); err == nil {
+				fences[s] = seq
+				break
+			}
 		}
-		fences[s] = seq
+		if _, ok := fences[s]; !ok {
+			probs.addf("no fence published to %s: %v", s, err)
+			fences[s] = led.last(s) // what the members must have at least
+		}
 	}
 	caughtUp := waitCaughtUp(members, fences, settleLimit)
 	if !caughtUp {
 		for _, m := range members {
 			for _, s := range sessions {
-				if last := m.last(s); last < fences[s] {
+				if last := m.last(s); last < fences[s] && !m.gone() {
 					probs.addf("%s has %s up to seq %d %s after the fence at seq %d", m.name, s, last, settleLimit, fences[s])
 				}
 			}
@@ -190,6 +207,9 @@ func waitCaughtUp(members []*member, fences map[string]uint64, limit time.Durati
 	for {
 		all := true
 		for _, m := range members {
+			if m.gone() {
+				continue // it reported why, and gets no more
+			}
 			for s, f := range fences {
 				if m.last(s) < f {
 					all = false
@@ -390,6 +410,13 @@ func (r report) String() string {
 	}
 	fmt.Fprintf(&b, "messages: %d publications done, %d failed (%d of them delivered all the same), %d unsettled; last seqs %v\n",
 		r.res.published, r.res.failed, r.res.failedDelivered, len(r.led.unsettled), r.fences)
+	why := map[string]int{}
+	for _, err := range r.led.failed {
+		why[reasonKind(err)]++
+	}
+	for _, k := range slices.Sorted(maps.Keys(why)) {
+		fmt.Fprintf(&b, "  failed %d× %s\n", why[k], k)
+	}
 	fmt.Fprintf(&b, "deliveries: %d handed to members (%d of done publications checked); duplicates dropped by the clients %d; publications resent %d, found in a replay %d\n",
 		received, r.res.deliveriesWanted, r.stats.Duplicates, r.stats.Resent, r.stats.FoundInReplay)
 	fmt.Fprintf(&b, "clients: %d streams welcomed, %d reconnects, %d client restarts; server refusals %v\n",

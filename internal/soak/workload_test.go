@@ -357,13 +357,18 @@ func addStats(a, b client.Stats) client.Stats {
 	}
 }
 
-// addrRE matches the addresses in the server's refusals, which differ
-// from one to the next.
-var addrRE = regexp.MustCompile(`\d+\.\d+\.\d+\.\d+:\d+`)
+// addrRE and aboutRE match what differs from one refusal to the next of
+// the same kind: addresses, and the session and ID a refusal names.
+var (
+	addrRE  = regexp.MustCompile(`\d+\.\d+\.\d+\.\d+:\d+`)
+	aboutRE = regexp.MustCompile(`\(session [^)]*\)`)
+)
 
-// reasonKind is a refusal's reason without its addresses, to count
-// refusals by kind.
-func reasonKind(reason string) string { return addrRE.ReplaceAllString(reason, "ADDR") }
+// reasonKind is a refusal's reason without what differs between refusals
+// of the same kind, to count them by kind.
+func reasonKind(reason string) string {
+	return aboutRE.ReplaceAllString(addrRE.ReplaceAllString(reason, "ADDR"), "(…)")
+}
 
 // payload is the data published with id: its own ID and some padding of a
 // length that depends on it, so that a delivery's data can be checked.
@@ -500,12 +505,15 @@ func (m *member) fence(session string, limit time.Duration) (uint64, error) {
 	c := m.client()
 	var last error
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		id := fmt.Sprintf("fence.%s.%d", session, attempt)
+		id := fmt.Sprintf("fence.%s.%s.%d", m.name, session, attempt)
 		seq, err := c.Publish(ctx, session, id, payload(id))
 		if err == nil {
 			return seq, nil
 		}
 		last = err
+		if c.Err() != nil {
+			break // closed itself: reported already
+		}
 		pause := time.NewTimer(100 * time.Millisecond) // pacing the attempts
 		select {
 		case <-pause.C:
@@ -515,6 +523,10 @@ func (m *member) fence(session string, limit time.Duration) (uint64, error) {
 	}
 	return 0, fmt.Errorf("fence of %s not done within %s: %w", session, limit, last)
 }
+
+// gone reports whether the member's client closed itself (replaced, say),
+// which it reported as a problem when it did.
+func (m *member) gone() bool { return m.client().Err() != nil }
 
 // lockedRand is a seeded source of random choices for several goroutines.
 type lockedRand struct {
