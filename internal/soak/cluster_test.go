@@ -607,7 +607,7 @@ func withoutEnv(env []string, prefixes ...string) []string {
 	return out
 }
 
-// waitGoroutines polls each serving instance until its goroutines are back
+// checkGoroutines polls each serving instance until its goroutines are back
 // near the count it had before any client, and reports those that are not.
 func (c *cluster) checkGoroutines(slack int, limit time.Duration) map[string][2]int {
 	counts := map[string][2]int{}
@@ -622,6 +622,8 @@ func (c *cluster) checkGoroutines(slack int, limit time.Duration) map[string][2]
 			n = goroutines(in.proc.adminAddr)
 		}
 		counts[in.name] = [2]int{in.baseline, n}
+		// What they are, for a reader of the logs.
+		_ = os.WriteFile(filepath.Join(c.logDir, in.name+".goroutines.txt"), []byte(strings.TrimPrefix(goroutineDump(in.proc.adminAddr), "\n")), 0o644)
 		if n < 0 || n > in.baseline+slack {
 			c.problems.addf("%s has %d goroutines %s after every client left, %d before any came (slack %d)%s",
 				in.name, n, limit, in.baseline, slack, goroutineDump(in.proc.adminAddr))
