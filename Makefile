@@ -56,7 +56,7 @@ test:
 	@if command -v protoc >/dev/null 2>&1; then $(MAKE) --no-print-directory check-gen; \
 	else echo "protoc not found: check-gen skipped"; fi
 
-## soak: the fault-injection suite's long run — three instances on Redis, 1,000 faults, about six
+## soak: the fault-injection suite's long run — three instances on Redis, 1,000 faults, about five
 ## minutes — and its figures (needs redis-server). More flags: make soak ARGS="-soak.seed=42 -soak.logdir=/tmp/soak"
 SOAK_FAULTS ?= 1000
 soak:
