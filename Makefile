@@ -10,7 +10,7 @@ BIN    := $(CURDIR)/bin
 # goa gen finds protoc's Go plugins on PATH: the pinned ones in ./bin come first.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all tools gen check-gen build run test lint bench vulncheck image screenshot cluster
+.PHONY: all tools gen check-gen build run test soak lint bench vulncheck image screenshot cluster
 
 # govulncheck and the Go vulnerability database it reads, pinned. No online
 # database is reachable from CI, so the database is built from the
@@ -46,14 +46,22 @@ build:
 run:
 	$(GO) run ./cmd/streamhub $(ARGS)
 
-## test: vet, the race-enabled tests, the service's whole suite again on the Redis engine
-## (skipped without redis-server), and check-gen when protoc is present
+## test: vet, the race-enabled tests (the fault-injection suite's short run among them), the
+## service's whole suite again on the Redis engine (both skipped without redis-server), and
+## check-gen when protoc is present
 test:
 	$(GO) vet ./...
 	$(GO) test -race -timeout 5m ./...
 	STREAMHUB_TEST_ENGINE=redis $(GO) test -race -count=1 -timeout 5m ./streaming/
 	@if command -v protoc >/dev/null 2>&1; then $(MAKE) --no-print-directory check-gen; \
 	else echo "protoc not found: check-gen skipped"; fi
+
+## soak: the fault-injection suite's long run — three instances on Redis, 1,000 faults, about five
+## minutes — and its figures (needs redis-server). More flags: make soak ARGS="-soak.seed=42 -soak.logdir=/tmp/soak"
+SOAK_FAULTS ?= 1000
+soak:
+	STREAMHUB_REQUIRE_REDIS=1 $(GO) test -race -count=1 -timeout 60m -run '^TestSoak$$' -v ./internal/soak \
+		-args -soak.faults=$(SOAK_FAULTS) $(ARGS)
 
 ## cluster: Redis and three instances sharing sessions, as plain processes on this machine
 ## (needs redis-server; deploy/cluster.sh says more). Ctrl-C stops them all.

@@ -31,6 +31,10 @@
 //     delivery came back is sent again after the rejoin, unless the
 //     replay shows the server had accepted it (matched by its ID). So a
 //     publication is neither lost nor doubled while history holds it.
+//   - A rejoin the server refuses for a passing reason (its engine
+//     unavailable, say; anything but "permission denied") keeps the
+//     membership: the client joins again after a backoff, and holds the
+//     session's publications meanwhile.
 //   - Reconnects back off exponentially with jitter (WithBackoff), except
 //     after a goaway (server shutdown, maximum stream age), which is
 //     followed by a reconnect at once. A stream replaced by another with

@@ -35,6 +35,10 @@ var (
 	errNoWelcome = errors.New("streamhub: no welcome from the server within the connect timeout")
 )
 
+// permissionDenied is the reason the server gives for a refusal that
+// trying again cannot change: the client may not use the session.
+const permissionDenied = "permission denied"
+
 // identifierRE is the wire contract's pattern for session, client and
 // message IDs.
 var identifierRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)

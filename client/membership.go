@@ -38,6 +38,14 @@ type membership struct {
 	replayTo uint64 // the session's last seq when the latest join was served: the replay ends there
 	ready    bool   // synced and replayed: publications may go out
 
+	// A join the client made by itself that the server refused for a
+	// passing reason is sent again at retryAt (zero: none is due), as a
+	// rejoin or silently like the refused one; retries counts the
+	// refusals in a row, for the backoff.
+	retryAt                  time.Time
+	retryRejoin, retrySilent bool
+	retries                  int
+
 	waiters []*call        // Join and Resume calls waiting for the next joined
 	pubs    []*Publication // waiting for their delivery, in publication order
 }
@@ -149,6 +157,20 @@ func (c *Client) sendJoin(s *stream, st *membership, o *op) {
 	c.send(s, msg, session, o)
 	st.joining++
 	st.synced, st.ready = false, false
+	st.retryAt = time.Time{} // this join is the retry
+}
+
+// retryJoins sends again, on s, the refused joins whose retry is due.
+// Called with c.mu held.
+func (c *Client) retryJoins(s *stream, now time.Time) {
+	for _, st := range c.sessions {
+		if st.retryAt.IsZero() || now.Before(st.retryAt) || st.joining > 0 || st.paused {
+			continue
+		}
+		o := &op{rejoin: st.retryRejoin, silent: st.retrySilent, calls: st.waiters}
+		st.waiters = nil
+		c.sendJoin(s, st, o)
+	}
 }
 
 // sendPub sends p on s. Called with c.mu held.
@@ -371,6 +393,7 @@ func (c *Client) onReply(s *stream, action string, m *streamsvc.DataMessage, evs
 		st.synced = st.joining == 0
 	}
 	st.joinedOnce = true
+	st.retries = 0
 	o.resolve(j, nil)
 	for _, cl := range st.waiters {
 		cl.resolve(j, nil)
@@ -403,6 +426,21 @@ func (c *Client) onError(s *stream, m *streamsvc.DataMessage, evs []Event) []Eve
 			s.ops[name] = slices.Delete(q, i, i+1)
 			if len(s.ops[name]) == 0 {
 				delete(s.ops, name)
+			}
+			if st := c.sessions[name]; o.kind == opJoin && st != nil && (o.rejoin || o.silent) && se.Reason != permissionDenied {
+				// A join the client made by itself, for a membership
+				// its user holds: refused for a passing reason (the
+				// server's engine is unavailable, say), not for want of
+				// permission. The user never asked to leave, so the
+				// membership stays and the join is sent again after a
+				// backoff (check); its publications are held meanwhile.
+				st.joining--
+				st.waiters = append(st.waiters, o.calls...)
+				o.calls = nil
+				st.retryAt = time.Now().Add(c.backoff(st.retries))
+				st.retries++
+				st.retryRejoin, st.retrySilent = o.rejoin, o.silent
+				return append(evs, se)
 			}
 			o.resolve(Joined{}, se)
 			if o.kind == opJoin {
@@ -447,7 +485,7 @@ func (c *Client) onData(s *stream, m *streamsvc.DataMessage, evs []Event) []Even
 	case seq <= st.last:
 		c.stats.Duplicates++
 		return evs
-	case st.joining > 0 && seq != st.last+1:
+	case (st.joining > 0 || !st.retryAt.IsZero()) && seq != st.last+1:
 		return evs // the replay after the join brings it in order
 	}
 	st.last = seq

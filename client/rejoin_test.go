@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
 	"github.com/streamhub/streamhub/internal/faultproxy"
@@ -149,3 +150,73 @@ func disconnect(t *testing.T, ts *testServer, p *faultproxy.Proxy) {
 	p.Cut()
 	eventually(t, "the server saw the client go", func() bool { return svc.Connections() < before }, nil)
 }
+
+// TestRejoinRefusedForNow has the server refuse the client's own rejoin
+// after a reconnect for a passing reason (its shared engine unavailable,
+// as when its Redis Pub/Sub connection is being re-established): the
+// client keeps the membership, joins again on the same stream, and hands
+// over what was published meanwhile, once — the user never asked to
+// leave.
+func TestRejoinRefusedForNow(t *testing.T) {
+	var mu sync.Mutex
+	stage := 0 // 1: armed; 2: sub's new stream welcomed; 3: its fence answered; 4: the rejoin refused
+	joinID := ""
+	ts := startServerWrapped(t, streaming.Config{}, func(svc *streaming.Service) streamsvc.Service {
+		return &hookedService{Service: svc,
+			recv: func(client string, m *streamsvc.DataMessage) error {
+				if client == "sub" && deref(m.Action) == "join" {
+					mu.Lock()
+					joinID = deref(m.ID)
+					mu.Unlock()
+				}
+				return nil
+			},
+			send: func(client string, m *streamsvc.DataMessage) error {
+				mu.Lock()
+				defer mu.Unlock()
+				switch action := deref(m.Action); {
+				case client != "sub":
+				case stage == 1 && action == "welcome":
+					stage = 2
+				case stage == 2 && m.Type == "health_check":
+					stage = 3 // what follows answers the client's requests
+				case stage == 3 && action == "joined" && deref(m.SessionID) == "room":
+					// The answer to the rejoin becomes a refusal of it.
+					stage = 4
+					m.Action, m.Reason, m.ID = ptr("error"), ptr("engine: engine unavailable: redis subscribe: the Pub/Sub connection is down"), ptr(joinID)
+					m.Seq, m.Epoch, m.Recovered = nil, nil, nil
+				}
+				return nil
+			},
+		}
+	})
+	p := newProxy(t, ts.addr)
+	// Heartbeats every 400ms make the client check four times as often,
+	// so the join is sent again within a few hundred milliseconds.
+	sub := dial(t, p.Addr(), WithClientID("sub"), WithHeartbeat(400*time.Millisecond))
+	events := record(t, sub)
+	pub := dial(t, ts.addr, WithClientID("pub"))
+	record(t, pub)
+	join(t, sub, "room")
+	publishAll(t, pub, "room", []string{"a"})
+	events.waitMessages(t, "room", 1)
+
+	mu.Lock()
+	stage = 1
+	mu.Unlock()
+	disconnect(t, ts, p)
+	publishAll(t, pub, "room", []string{"b"})
+	p.Refuse(false)
+	events.waitFor(t, "the refusal of the rejoin", func(ev Event) bool {
+		se, ok := ev.(*ServerError)
+		return ok && se.Session == "room"
+	})
+	events.waitFor(t, "the answer to the join sent again", isJoined("room", func(j *Joined) bool { return j.Rejoin && j.Recovered }))
+	publishAll(t, pub, "room", []string{"c"})
+	checkExactlyOnce(t, events.waitMessages(t, "room", 3), []string{"a", "b", "c"})
+	if st := sub.Stats(); st.Connects != 2 {
+		t.Errorf("stats %+v: want the join sent again on the second stream", st)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -317,11 +317,15 @@ func encodedSize(p *Publication) int {
 }
 
 // check sends a heartbeat when the client has sent nothing for the
-// heartbeat interval, and probes the server when it has been silent.
+// heartbeat interval, probes the server when it has been silent, and sends
+// again the refused joins that are due.
 // Waiting for the user to read events is not the server's silence.
 func (c *Client) check(s *stream, now time.Time) {
 	c.mu.Lock()
 	welcomed := s.welcomed
+	if welcomed && c.cur == s {
+		c.retryJoins(s, now)
+	}
 	c.mu.Unlock()
 	if !welcomed {
 		return // the welcome timer watches the opening
