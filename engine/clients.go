@@ -63,7 +63,13 @@ type Clients interface {
 	// returns it with the previous owner ("" when there was none, or the
 	// previous owner released the client). The caller tells the previous
 	// owner to end its stream with Notify, unless Alive says it is gone.
-	Claim(ctx context.Context, clientID, instance string) (fence uint64, previous string, err error)
+	//
+	// opened is when the claiming stream opened. Claims reach the store in
+	// no particular order — one sent before the store stalled may run after
+	// a newer stream's — so a claim for a stream opened before the one that
+	// claimed last is stale: it fails with ErrFenced and changes nothing.
+	// A zero opened is never stale.
+	Claim(ctx context.Context, clientID, instance string, opened time.Time) (fence uint64, previous string, err error)
 	// Release clears the client's owner when instance still owns it under
 	// fence, and reports whether it did; a stale fence changes nothing. A
 	// record left with no owner and no memberships is removed.

@@ -459,8 +459,11 @@ func (s *Service) claim(c *conn) error {
 	ctx, cancel := call()
 	defer cancel()
 	eng := s.shared.eng
-	fence, prev, err := eng.Claim(ctx, c.id, s.shared.instance)
-	if err != nil {
+	fence, prev, err := eng.Claim(ctx, c.id, s.shared.instance, c.opened)
+	switch {
+	case errors.Is(err, engine.ErrFenced):
+		return reasons[reasonReplaced].err // a stream of the client opened after this one claimed it
+	case err != nil:
 		return status.Error(codes.Unavailable, engineError(err).Error())
 	}
 	c.fence.Store(fence)

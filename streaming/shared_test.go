@@ -437,7 +437,7 @@ func TestStaleStreamDoesNotTakeTheClientBack(t *testing.T) {
 	x.join("keep")
 	ctx := context.Background()
 	eng := a.eng
-	fence, _, err := eng.Claim(ctx, "x", "ghost") // no such instance: no notice
+	fence, _, err := eng.Claim(ctx, "x", "ghost", time.Now()) // no such instance: no notice
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,6 +65,10 @@ func RunClients(t *testing.T, newShared NewShared) {
 		es, _ := open(t, 2)
 		testClaim(t, es[0], es[1])
 	})
+	t.Run("StaleClaimRefused", func(t *testing.T) {
+		es, _ := open(t, 2)
+		testStaleClaim(t, es[0], es[1])
+	})
 	t.Run("ReleaseWithStaleFenceDoesNothing", func(t *testing.T) {
 		es, _ := open(t, 2)
 		testRelease(t, es[0], es[1])
@@ -87,9 +91,35 @@ func RunClients(t *testing.T, newShared NewShared) {
 	})
 }
 
+// testStaleClaim claims for a stream opened after another, then for the
+// older one, as a store that stalled may run them: the older is refused and
+// changes nothing, wherever it comes from; a claim without an opening time,
+// or for a stream opened later, goes through.
+func testStaleClaim(t *testing.T, a, b engine.Engine) {
+	ctx := context.Background()
+	older := time.Now()
+	newer := older.Add(time.Millisecond)
+	fence, _, err := a.Claim(ctx, "c", "i0", newer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Claim(ctx, "c", "i1", older); !errors.Is(err, engine.ErrFenced) {
+		t.Fatalf("a claim for a stream opened before the owner's: %v, want ErrFenced", err)
+	}
+	if owner, f, err := a.Owner(ctx, "c"); err != nil || owner != "i0" || f != fence {
+		t.Fatalf("after the stale claim the owner is %q under %d (%v), want i0 under %d", owner, f, err, fence)
+	}
+	if _, prev, err := b.Claim(ctx, "c", "i1", newer.Add(time.Millisecond)); err != nil || prev != "i0" {
+		t.Fatalf("a claim for a newer stream: previous %q, %v", prev, err)
+	}
+	if _, prev, err := a.Claim(ctx, "c", "i0", time.Time{}); err != nil || prev != "i1" {
+		t.Fatalf("a claim without an opening time: previous %q, %v", prev, err)
+	}
+}
+
 func claim(t *testing.T, e engine.Engine, clientID, instance string) (uint64, string) {
 	t.Helper()
-	fence, prev, err := e.Claim(context.Background(), clientID, instance)
+	fence, prev, err := e.Claim(context.Background(), clientID, instance, time.Time{})
 	if err != nil {
 		t.Fatalf("Claim(%q, %q): %v", clientID, instance, err)
 	}
@@ -318,7 +348,7 @@ func testClaim(t *testing.T, a, b engine.Engine) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f, _, err := a.Claim(ctx, "d", fmt.Sprint(i))
+			f, _, err := a.Claim(ctx, "d", fmt.Sprint(i), time.Time{})
 			if err != nil {
 				t.Errorf("Claim: %v", err)
 				return
@@ -495,7 +525,7 @@ func testClientsClosed(t *testing.T, e engine.Engine) {
 		t.Fatalf("Close: %v", err)
 	}
 	ctx := context.Background()
-	_, _, err1 := e.Claim(ctx, "c", "i0")
+	_, _, err1 := e.Claim(ctx, "c", "i0", time.Time{})
 	_, err2 := e.LoadMemberships(ctx, "c")
 	err3 := e.SaveMemberships(ctx, "c", 0, nil)
 	_, err4 := e.Alive(ctx, "i0")

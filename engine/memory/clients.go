@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ type Clients struct {
 type clientRecord struct {
 	fence   uint64
 	owner   string
+	opened  time.Time                    // when the stream that claimed last opened
 	ms      map[string]engine.Membership // by session
 	expires time.Time                    // zero: does not expire
 }
@@ -165,7 +167,7 @@ func (c *Clients) dropMemberships(clientID string, fence uint64) error {
 	return nil
 }
 
-func (c *Clients) claim(clientID, instance string) (uint64, string) {
+func (c *Clients) claim(clientID, instance string, opened time.Time) (uint64, string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
@@ -174,11 +176,17 @@ func (c *Clients) claim(clientID, instance string) (uint64, string) {
 		r = &clientRecord{}
 		c.clients[clientID] = r
 	}
+	if !opened.IsZero() && opened.Before(r.opened) {
+		return 0, "", fmt.Errorf("engine memory: claim of a stream opened before the current one's: %w", engine.ErrFenced)
+	}
+	if !opened.IsZero() {
+		r.opened = opened
+	}
 	prev := r.owner
 	r.fence = engine.NextFence(r.fence, now)
 	r.owner = instance
 	r.expires = time.Time{} // an owned client's record does not expire
-	return r.fence, prev
+	return r.fence, prev, nil
 }
 
 func (c *Clients) release(clientID, instance string, fence uint64) bool {
@@ -294,13 +302,12 @@ func (e *Engine) DropMemberships(ctx context.Context, clientID string, fence uin
 }
 
 // Claim implements engine.Clients.
-func (e *Engine) Claim(ctx context.Context, clientID, instance string) (fence uint64, previous string, err error) {
+func (e *Engine) Claim(ctx context.Context, clientID, instance string, opened time.Time) (fence uint64, previous string, err error) {
 	defer e.observer.Done(engine.OpClaim, time.Now(), &err)
 	if err := e.check(ctx); err != nil {
 		return 0, "", err
 	}
-	fence, previous = e.clients.claim(clientID, instance)
-	return fence, previous, nil
+	return e.clients.claim(clientID, instance, opened)
 }
 
 // Release implements engine.Clients.

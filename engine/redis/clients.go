@@ -140,14 +140,21 @@ func (e *Engine) DropMemberships(ctx context.Context, clientID string, fence uin
 }
 
 // Claim implements engine.Clients with one script.
-func (e *Engine) Claim(ctx context.Context, clientID, instance string) (fence uint64, previous string, err error) {
+func (e *Engine) Claim(ctx context.Context, clientID, instance string, opened time.Time) (fence uint64, previous string, err error) {
 	defer e.observer.Done(engine.OpClaim, time.Now(), &err)
 	if err := e.check(ctx); err != nil {
 		return 0, "", err
 	}
-	res, err := e.claim.Exec(ctx, e.client, []string{e.ownerKey(clientID)}, []string{instance}).ToArray()
+	var us int64
+	if !opened.IsZero() {
+		us = opened.UnixMicro()
+	}
+	res, err := e.claim.Exec(ctx, e.client, []string{e.ownerKey(clientID)}, []string{instance, strconv.FormatInt(us, 10)}).ToArray()
 	if err != nil {
 		return 0, "", e.fail(ctx, "claim", err)
+	}
+	if len(res) == 1 {
+		return 0, "", fmt.Errorf("engine redis: claim of a stream opened before the current one's: %w", engine.ErrFenced)
 	}
 	if len(res) != 2 {
 		return 0, "", fmt.Errorf("engine redis: claim returned %d values", len(res))

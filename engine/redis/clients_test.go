@@ -53,7 +53,7 @@ func TestClientKeysShareHashTag(t *testing.T) {
 	srv := redistest.Start(t)
 	e := openInstance(t, srv, "tag", "i0", nil)
 	ctx := context.Background()
-	fence, _, err := e.Claim(ctx, "alice", "i0")
+	fence, _, err := e.Claim(ctx, "alice", "i0", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,12 +102,12 @@ func TestClientsRedisDown(t *testing.T) {
 	srv := redistest.Start(t)
 	e := openInstance(t, srv, "down", "i0", nil)
 	ctx := context.Background()
-	fence, _, err := e.Claim(ctx, "c", "i0")
+	fence, _, err := e.Claim(ctx, "c", "i0", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv.Kill()
-	_, _, errClaim := e.Claim(ctx, "c", "i1")
+	_, _, errClaim := e.Claim(ctx, "c", "i1", time.Time{})
 	_, errRelease := e.Release(ctx, "c", "i0", fence)
 	_, _, errOwner := e.Owner(ctx, "c")
 	_, errLoad := e.LoadMemberships(ctx, "c")
