@@ -448,7 +448,9 @@ func TestStaleStreamDoesNotTakeTheClientBack(t *testing.T) {
 	if _, err := eng.Release(ctx, "x", "ghost", fence); err != nil {
 		t.Fatal(err)
 	}
-	x.send(&streamsvc.DataMessage{Type: typeControl, Action: ptr(actLeave), SessionID: ptr("keep")}) // a change: a save
+	// A change, so a save at once, unless the periodic one came first and
+	// the stream is already ending.
+	_ = x.stream.Send(&streamsvc.DataMessage{Type: typeControl, Action: ptr(actLeave), SessionID: ptr("keep")})
 	for m := x.next(); !(m.Type == typeControl && str(m.Action) == actGoaway); m = x.next() {
 	}
 	if err := x.end(); errorName(err) != "aborted" {
