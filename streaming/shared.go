@@ -161,6 +161,16 @@ func (s *Service) EngineErr() error {
 // is passed on to the members, an older one is dropped, and one beyond the
 // next, or of another epoch, has the syncer read what came between.
 func (s *Service) HandleEntry(name string, e engine.Entry) {
+	s.offer(name, e, true)
+}
+
+// offer applies e when it is the session's next entry. One beyond the
+// next, or of another epoch, has the syncer read what came between when
+// gap says the entry came from the live feed, which delivers in order; the
+// engine's answer to a publish may overtake the feed, which is only behind
+// then, and reading history for a view that is only behind could find that
+// history no longer holds what the feed still brings.
+func (s *Service) offer(name string, e engine.Entry, gap bool) {
 	ss := s.sessions.get(name)
 	if ss == nil || !isClosed(ss.loaded) {
 		return // the load reads history after subscribing, then resyncs
@@ -174,7 +184,7 @@ func (s *Service) HandleEntry(name string, e engine.Entry) {
 	case e.Epoch == *ss.epoch && e.Seq == last+1:
 		ss.apply(s.sessions, e)
 	case e.Epoch == *ss.epoch && e.Seq <= last:
-	default:
+	case gap:
 		s.shared.resync(name)
 	}
 }
@@ -440,7 +450,7 @@ func (s *Service) publishRound(c *conn, round []publication) {
 			c.refuseLate(p.msg, engineError(errs[i]).Error())
 			continue
 		}
-		s.HandleEntry(ps[i].Session, entries[i]) // at once, unless the live feed was quicker
+		s.offer(ps[i].Session, entries[i], false) // at once, unless the live feed was quicker
 	}
 }
 

@@ -84,7 +84,7 @@ type Options struct {
 	Workers int
 	// QueueSize is each worker's queue of entries waiting for the Handler.
 	// When it is full entries are dropped and HandleResync follows, as when
-	// Redis drops a slow subscriber. Default 4096.
+	// Redis drops a slow subscriber. Default 16384.
 	QueueSize int
 }
 
@@ -149,7 +149,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		opts.Workers = 4
 	}
 	if opts.QueueSize <= 0 {
-		opts.QueueSize = 4096
+		opts.QueueSize = 16384
 	}
 	if opts.Handler == nil {
 		opts.Handler = engine.HandlerFuncs{}
