@@ -1,11 +1,8 @@
 package client
 
 import (
-	"context"
 	"testing"
 
-	"github.com/streamhub/streamhub/engine"
-	"github.com/streamhub/streamhub/engine/redis"
 	"github.com/streamhub/streamhub/internal/redistest"
 	"github.com/streamhub/streamhub/streaming"
 )
@@ -17,14 +14,7 @@ import (
 func TestEpochChangesUnderALiveMember(t *testing.T) {
 	rd := redistest.Start(t)
 	cfg := streaming.Config{}
-	relay := new(engine.Relay)
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	eng, err := redis.New(ctx, redis.Options{Addr: rd.Addr(), Bounds: streaming.EngineBounds(cfg), Handler: relay, Instance: "only"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = eng.Close() }) // after the server's kill, which runs first
+	eng, relay := rd.Engine(streaming.EngineBounds(cfg), "only") // closed after the server's kill, which runs first
 	ts := startServerWith(t, cfg, streaming.WithEngine(eng, "only"))
 	relay.Set(ts.service())
 

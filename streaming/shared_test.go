@@ -14,7 +14,6 @@ import (
 
 	"github.com/streamhub/streamhub/engine"
 	"github.com/streamhub/streamhub/engine/memory"
-	"github.com/streamhub/streamhub/engine/redis"
 	"github.com/streamhub/streamhub/internal/redistest"
 )
 
@@ -33,33 +32,51 @@ var instanceSeq atomic.Int64
 func engineOption(t testing.TB, kind string, cfg Config, rd *redistest.Server) Option {
 	t.Helper()
 	instance := fmt.Sprintf("instance-%d", instanceSeq.Add(1))
-	relay := new(engine.Relay)
-	bounds := EngineBounds(cfg)
 	var eng engine.Engine
-	var err error
+	var relay *engine.Relay
 	switch kind {
 	case "memory":
-		eng, err = memory.New(memory.Options{Bounds: bounds, Handler: relay, Instance: instance})
+		relay = new(engine.Relay)
+		mem, err := memory.New(memory.Options{Bounds: EngineBounds(cfg), Handler: relay, Instance: instance})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = mem.Close() })
+		eng = mem
 	case "redis":
 		if rd == nil {
 			rd = redistest.Start(t)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		eng, err = redis.New(ctx, redis.Options{Addr: rd.Addr(), Prefix: "test", Bounds: bounds, Handler: relay, Instance: instance})
+		eng, relay = rd.Engine(EngineBounds(cfg), instance)
 	default:
 		t.Fatalf("unknown engine %q", kind)
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Cleanups run last first: the service shuts down before this closes
-	// the engine.
-	t.Cleanup(func() { _ = eng.Close() })
 	return func(s *Service) {
 		WithEngine(eng, instance)(s)
 		relay.Set(s)
 	}
+}
+
+// member opens a stream as clientID, reads its welcome and joins session
+// live.
+func (ts *testServer) member(t *testing.T, clientID, session string) *testClient {
+	t.Helper()
+	c := ts.open(t, clientID)
+	c.welcome()
+	c.join(session)
+	return c
+}
+
+// publishAsync publishes n messages to session from another goroutine,
+// without waiting: each with its index as id and data.
+func (c *testClient) publishAsync(session string, n int) {
+	go func() {
+		for k := range n {
+			if c.stream.Send(&streamsvc.DataMessage{Type: typeData, SessionID: &session, ID: ptr(fmt.Sprint(k)), Data: []byte(fmt.Sprint(k))}) != nil {
+				return
+			}
+		}
+	}()
 }
 
 // cluster is several instances sharing one Redis.
@@ -118,23 +135,11 @@ func TestInstancesShareOneOrder(t *testing.T) {
 	const perPublisher = 100
 	var members, publishers []*testClient
 	for i, n := range cl.nodes {
-		m := n.open(t, fmt.Sprint("member", i))
-		m.welcome()
-		m.join("room")
-		members = append(members, m)
-		p := n.open(t, fmt.Sprint("publisher", i))
-		p.welcome()
-		p.join("room")
-		publishers = append(publishers, p)
+		members = append(members, n.member(t, fmt.Sprint("member", i), "room"))
+		publishers = append(publishers, n.member(t, fmt.Sprint("publisher", i), "room"))
 	}
 	for _, p := range publishers {
-		go func() {
-			for k := range perPublisher {
-				if p.stream.Send(&streamsvc.DataMessage{Type: typeData, SessionID: ptr("room"), ID: ptr(fmt.Sprint(k)), Data: []byte("x")}) != nil {
-					return
-				}
-			}
-		}()
+		p.publishAsync("room", perPublisher)
 	}
 	total := uint64(perPublisher * len(publishers))
 	var order []string
@@ -159,9 +164,7 @@ func TestInstancesShareOneOrder(t *testing.T) {
 func TestJoinAtAPositionReadsSharedHistory(t *testing.T) {
 	cl := startCluster(t, 2, Config{})
 	a, b := cl.nodes[0], cl.nodes[1]
-	p := a.open(t, "p")
-	p.welcome()
-	p.join("room")
+	p := a.member(t, "p", "room")
 	p.publishN("room", 10)
 
 	j := b.open(t, "j")
@@ -181,12 +184,8 @@ func TestJoinAtAPositionReadsSharedHistory(t *testing.T) {
 func TestReplaceAcrossInstances(t *testing.T) {
 	cl := startCluster(t, 2, Config{})
 	a, b := cl.nodes[0], cl.nodes[1]
-	p := a.open(t, "p")
-	p.welcome()
-	p.join("room")
-	x := a.open(t, "x")
-	x.welcome()
-	x.join("room")
+	p := a.member(t, "p", "room")
+	x := a.member(t, "x", "room")
 	p.publishN("room", 3)
 	x.expectSeqs("room", 1, 3)
 	x.sync() // its position is handed over
@@ -221,12 +220,8 @@ func TestReplaceAcrossInstances(t *testing.T) {
 func TestReplaceWhenTheOldInstanceIsDead(t *testing.T) {
 	cl := startCluster(t, 2, Config{})
 	a, b := cl.nodes[0], cl.nodes[1]
-	p := b.open(t, "p")
-	p.welcome()
-	p.join("room")
-	x := a.open(t, "x")
-	x.welcome()
-	x.join("room")
+	p := b.member(t, "p", "room")
+	x := a.member(t, "x", "room")
 	p.publishN("room", 5)
 	x.expectSeqs("room", 1, 5)
 	// Wait for a periodic save to carry the position.
@@ -256,19 +251,9 @@ func TestReplaceWhenTheOldInstanceIsDead(t *testing.T) {
 func TestResumeAfterAnInstanceCrash(t *testing.T) {
 	cl := startCluster(t, 2, Config{})
 	a, b := cl.nodes[0], cl.nodes[1]
-	p := b.open(t, "p")
-	p.welcome()
-	p.join("room")
-	x := a.open(t, "x")
-	x.welcome()
-	x.join("room")
-	go func() {
-		for i := range 200 {
-			if p.stream.Send(&streamsvc.DataMessage{Type: typeData, SessionID: ptr("room"), Data: []byte(fmt.Sprint(i))}) != nil {
-				return
-			}
-		}
-	}()
+	p := b.member(t, "p", "room")
+	x := a.member(t, "x", "room")
+	p.publishAsync("room", 200)
 	var got uint64
 	for got < 50 {
 		got = *x.expect(typeData, "").Seq
@@ -302,9 +287,7 @@ func TestRedisRestartedEmptyStartsANewEpoch(t *testing.T) {
 	p := a.open(t, "p")
 	p.welcome()
 	first := p.join("room")
-	m := b.open(t, "m")
-	m.welcome()
-	m.join("room")
+	m := b.member(t, "m", "room")
 	p.publishN("room", 3)
 	m.expectSeqs("room", 1, 3)
 
@@ -332,12 +315,8 @@ func TestRedisRestartedEmptyStartsANewEpoch(t *testing.T) {
 func TestRedisDownThenBack(t *testing.T) {
 	cl := startCluster(t, 2, Config{})
 	a, b := cl.nodes[0], cl.nodes[1]
-	p := a.open(t, "p")
-	p.welcome()
-	p.join("room")
-	m := b.open(t, "m")
-	m.welcome()
-	m.join("room")
+	p := a.member(t, "p", "room")
+	m := b.member(t, "m", "room")
 	p.publishN("room", 2)
 	m.expectSeqs("room", 1, 2)
 
@@ -361,20 +340,10 @@ func TestRedisDownThenBack(t *testing.T) {
 func TestPubSubConnectionKilledLosesNothing(t *testing.T) {
 	cl := startCluster(t, 2, Config{})
 	a, b := cl.nodes[0], cl.nodes[1]
-	p := a.open(t, "p")
-	p.welcome()
-	p.join("room")
-	m := b.open(t, "m")
-	m.welcome()
-	m.join("room")
+	p := a.member(t, "p", "room")
+	m := b.member(t, "m", "room")
 	const total = 300
-	go func() {
-		for i := range total {
-			if p.stream.Send(&streamsvc.DataMessage{Type: typeData, SessionID: ptr("room"), Data: []byte(fmt.Sprint(i))}) != nil {
-				return
-			}
-		}
-	}()
+	p.publishAsync("room", total)
 	for seq := uint64(1); seq <= total; seq++ {
 		if seq == 50 || seq == 150 {
 			killPubSub(t, cl.redis)
@@ -405,9 +374,7 @@ func killPubSub(t *testing.T, rd *redistest.Server) {
 func TestClaimFailureEndsTheReplacedStream(t *testing.T) {
 	cl := startCluster(t, 1, Config{})
 	a := cl.nodes[0]
-	x := a.open(t, "x")
-	x.welcome()
-	x.join("room")
+	x := a.member(t, "x", "room")
 	cl.redis.Freeze()
 	x2 := a.open(t, "x")
 	if err := x2.end(); err == nil || !strings.Contains(err.Error(), "Unavailable") {
@@ -431,9 +398,7 @@ func TestClaimFailureEndsTheReplacedStream(t *testing.T) {
 func TestStaleStreamDoesNotTakeTheClientBack(t *testing.T) {
 	cl := startCluster(t, 1, Config{})
 	a := cl.nodes[0]
-	x := a.open(t, "x")
-	x.welcome()
-	x.join("room")
+	x := a.member(t, "x", "room")
 	x.join("keep")
 	ctx := context.Background()
 	eng := a.eng
@@ -468,9 +433,7 @@ func TestStaleStreamDoesNotTakeTheClientBack(t *testing.T) {
 func TestRefusalAfterHalfClose(t *testing.T) {
 	cl := startCluster(t, 1, Config{})
 	a := cl.nodes[0]
-	x := a.open(t, "x")
-	x.welcome()
-	x.join("room")
+	x := a.member(t, "x", "room")
 	cl.redis.Freeze()
 	defer cl.redis.Thaw()
 	x.send(&streamsvc.DataMessage{Type: typeData, SessionID: ptr("room"), ID: ptr("lost"), Data: []byte("x")})

@@ -14,7 +14,6 @@ import (
 
 	"github.com/streamhub/streamhub/client"
 	"github.com/streamhub/streamhub/engine"
-	"github.com/streamhub/streamhub/engine/redis"
 	streampb "github.com/streamhub/streamhub/gen/grpc/stream_service/pb"
 	streamsvr "github.com/streamhub/streamhub/gen/grpc/stream_service/server"
 	streamsvc "github.com/streamhub/streamhub/gen/stream_service"
@@ -85,15 +84,9 @@ func (h *hub) start() {
 	var eng engine.Engine
 	if h.redis != nil {
 		// A new instance, as a restarted process is.
-		relay := new(engine.Relay)
 		instance := fmt.Sprintf("hub-%d", time.Now().UnixNano())
-		ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
-		var err error
-		eng, err = redis.New(ctx, redis.Options{Addr: h.redis.Addr(), Bounds: streaming.EngineBounds(h.cfg), Handler: relay, Instance: instance})
-		cancel()
-		if err != nil {
-			h.t.Fatal(err)
-		}
+		var relay *engine.Relay
+		eng, relay = h.redis.Engine(streaming.EngineBounds(h.cfg), instance)
 		opts = append(opts, streaming.WithEngine(eng, instance))
 		defer func() { relay.Set(h.svc) }()
 	}

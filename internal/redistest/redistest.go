@@ -4,6 +4,7 @@
 package redistest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/streamhub/streamhub/engine"
+	"github.com/streamhub/streamhub/engine/redis"
 )
 
 // Server is a redis-server a test started.
@@ -134,3 +138,19 @@ func freePort(t testing.TB) int {
 
 // String describes the server for test logs.
 func (s *Server) String() string { return fmt.Sprintf("redis-server on %s", s.Addr()) }
+
+// Engine connects a Redis engine to s as instance, with history bounds b.
+// Its handler is the returned relay, to be set once what handles the
+// engine's entries exists. It is closed when the test ends, if not before.
+func (s *Server) Engine(b engine.Bounds, instance string) (*redis.Engine, *engine.Relay) {
+	s.t.Helper()
+	relay := new(engine.Relay)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	eng, err := redis.New(ctx, redis.Options{Addr: s.Addr(), Bounds: b, Handler: relay, Instance: instance})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { _ = eng.Close() })
+	return eng, relay
+}
